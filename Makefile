@@ -1,0 +1,43 @@
+# Stratus: `make demo` (install everything, run a VM end to end) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GUEST_DIR ?= build/guest
+
+.PHONY: install system-deps python-deps daemons guest demo test lint bench clean
+
+install: system-deps python-deps daemons
+
+system-deps:
+	scripts/install-system.sh
+
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+daemons:
+	scripts/start-daemons.sh
+
+guest: python-deps
+	$(VENV)/bin/stratus image build-guest --output $(GUEST_DIR)
+
+demo: install guest
+	$(PY) scripts/demo.py --guest-dir $(GUEST_DIR)
+
+test: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+lint: python-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install guest
+	$(PY) benchmarks/provision.py --guest-dir $(GUEST_DIR)
+
+clean:
+	rm -rf build

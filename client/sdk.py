@@ -1,0 +1,144 @@
+"""The Stratus Python SDK: one client for a site agent or the broker (same API shapes).
+
+>>> from client.sdk import StratusClient
+>>> with StratusClient("http://127.0.0.1:8440", token="...") as api:
+...     vm = api.create_vms({"image": "busybox"})[0]
+...     api.get_vm(vm["id"], wait="ready")
+
+Responses are plain dicts (the JSON documented in ``docs/api.md``). Errors
+raise :class:`client.errors.ApiError` carrying the service's error code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from client.config import Endpoint
+from client.errors import ApiError, ConnectionFailed
+
+API = "/api/v1"
+
+
+class StratusClient:
+    """Synchronous client. ``transport`` can be injected (tests: ``httpx.MockTransport`` or respx)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        cert: str | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"User-Agent": "stratus-client/0.1"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=url.rstrip("/") + API,
+            headers=headers,
+            cert=cert,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint, **kwargs: Any) -> StratusClient:
+        return cls(endpoint.url, token=endpoint.token, cert=endpoint.cert,
+                   verify=endpoint.ca or True, **kwargs)
+
+    def __enter__(self) -> StratusClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Send a request; the decoded JSON body, or ``ApiError`` / ``ConnectionFailed``."""
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"cannot reach {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response.json() if response.content else None
+
+    # --- VMs ---------------------------------------------------------------
+
+    def create_vms(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        """Create VMs; retries of the same call are safe (an Idempotency-Key is always sent)."""
+        key = idempotency_key or str(uuid.uuid4())
+        body = self.request("POST", "/vms", json=spec, headers={"Idempotency-Key": key})
+        vms: list[dict[str, Any]] = body["vms"]
+        return vms
+
+    def list_vms(self, *, all_owners: bool = False) -> list[dict[str, Any]]:
+        params = {"all": "true"} if all_owners else {}
+        vms: list[dict[str, Any]] = self.request("GET", "/vms", params=params)["vms"]
+        return vms
+
+    def get_vm(self, vm_id: str, *, wait: str | None = None, wait_timeout: float = 60.0) -> dict[str, Any]:
+        """A VM; with ``wait`` (``running``/``ready``) the service holds the answer until then."""
+        params: dict[str, Any] = {}
+        timeout = None
+        if wait:
+            params = {"wait": wait, "timeout": wait_timeout}
+            timeout = wait_timeout + 10
+        vm: dict[str, Any] = self.request("GET", f"/vms/{vm_id}", params=params, timeout=timeout)
+        return vm
+
+    def kill_vm(self, vm_id: str) -> dict[str, Any]:
+        vm: dict[str, Any] = self.request("DELETE", f"/vms/{vm_id}")
+        return vm
+
+    def stop_vm(self, vm_id: str) -> dict[str, Any]:
+        vm: dict[str, Any] = self.request("POST", f"/vms/{vm_id}/stop")
+        return vm
+
+    def reboot_vm(self, vm_id: str) -> dict[str, Any]:
+        vm: dict[str, Any] = self.request("POST", f"/vms/{vm_id}/reboot")
+        return vm
+
+    def console(self, vm_id: str, *, tail: int = 65536) -> str:
+        output: str = self.request("GET", f"/vms/{vm_id}/console", params={"tail": tail})["output"]
+        return output
+
+    def events(self, vm_id: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self.request("GET", f"/vms/{vm_id}/events")["events"]
+        return events
+
+    # --- site ----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        health: dict[str, Any] = self.request("GET", "/health")
+        return health
+
+    def list_images(self) -> list[dict[str, Any]]:
+        images: list[dict[str, Any]] = self.request("GET", "/images")["images"]
+        return images
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        hosts: list[dict[str, Any]] = self.request("GET", "/hosts")["hosts"]
+        return hosts
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        error = response.json()["error"]
+        return ApiError(response.status_code, str(error.get("code", "error")),
+                        str(error.get("message", "")), error.get("details"))
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip().splitlines()[0] if response.text.strip() else response.reason_phrase
+        return ApiError(response.status_code, "http_error", text[:200])

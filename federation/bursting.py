@@ -1,0 +1,195 @@
+"""Cloud bursting policy: when may a request go to a public cloud, and to which one.
+
+:meth:`BurstPolicy.decide` answers with a :class:`BurstDecision` whose
+``action`` is one of
+
+* ``burst``  — create it on ``decision.cloud`` with ``decision.instance_type``;
+* ``queue``  — put it in the deferred queue (the request asked to wait, or the
+  policy sends requests that may not burst there: ``when_denied=queue``);
+* ``reject`` — answer 409 to the user;
+
+and a ``reason`` sentence for the VM's events.  The checks, in order:
+
+1. a site can place the request -> reject ("bursting is only for when no site can");
+2. the request asked to wait -> queue;
+3. the request is ``confidential`` -> never burst (``when_denied``);
+4. the request is pinned to sites (``site in [...]`` or a named site) -> never burst;
+5. the user opted out (``allow_burst=False``) -> ``when_denied``;
+6. neither the user nor one of their VOs/groups is allowed to burst -> ``when_denied``;
+7. no configured cloud maps the image and has a size for the request -> ``when_denied``;
+8. the estimated cost (size price x ``expected_hours``, default
+   ``default_hours``) does not fit in what is left of the budget for the
+   current period -> ``when_denied``;
+9. otherwise burst to the cheapest cloud that can serve it (ties by name).
+
+The policy is pure: the money already spent in the period comes in as an
+argument (the broker sums it from its database, or uses :class:`BurstBudget`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from federation.model import CloudSize, PlacementRequest, PublicCloudConfig
+
+
+class BurstAction(StrEnum):
+    BURST = "burst"
+    QUEUE = "queue"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class BurstDecision:
+    """What to do with a request no site could place, and why."""
+
+    action: BurstAction
+    reason: str
+    cloud: str | None = None
+    instance_type: str | None = None
+    size: CloudSize | None = None
+    estimated_cost: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class BurstPolicy:
+    """Who may burst, where to, and within which budget.
+
+    ``allowed_users`` / ``allowed_vos``: accounts and VOs (or groups) allowed
+    to burst; ``allow_everyone`` lifts the restriction.  ``budget_per_period``
+    is in the clouds' currency unit per ``period_seconds`` (a rolling window).
+    ``default_hours`` is the run time assumed when a request does not say.
+    ``when_denied`` is what happens to a request that may not burst: ``reject``
+    (409) or ``queue`` (wait for federation capacity).
+    """
+
+    clouds: tuple[PublicCloudConfig, ...] = ()
+    allowed_users: frozenset[str] = frozenset()
+    allowed_vos: frozenset[str] = frozenset()
+    allow_everyone: bool = False
+    budget_per_period: float = 0.0
+    period_seconds: float = 30 * 24 * 3600.0
+    default_hours: float = 1.0
+    when_denied: BurstAction = BurstAction.REJECT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clouds", tuple(self.clouds))
+        object.__setattr__(self, "allowed_users", frozenset(self.allowed_users))
+        object.__setattr__(self, "allowed_vos", frozenset(self.allowed_vos))
+        object.__setattr__(self, "when_denied", BurstAction(self.when_denied))
+        if self.when_denied is BurstAction.BURST:
+            raise ValueError("when_denied must be 'queue' or 'reject'")
+        if self.budget_per_period < 0 or self.period_seconds <= 0 or self.default_hours <= 0:
+            raise ValueError("budget must be >= 0, period and default_hours > 0")
+        names = [c.name for c in self.clouds]
+        if len(set(names)) != len(names):
+            raise ValueError("cloud names must be unique")
+
+    def _denied(self, reason: str) -> BurstDecision:
+        return BurstDecision(self.when_denied, reason)
+
+    def user_allowed(self, request: PlacementRequest) -> bool:
+        """True if the request's user or one of its VOs/groups may burst."""
+        if self.allow_everyone:
+            return True
+        if request.user is not None and request.user in self.allowed_users:
+            return True
+        return not self.allowed_vos.isdisjoint(request.vos)
+
+    def decide(
+        self, request: PlacementRequest, *, placement_found: bool, spent: float = 0.0
+    ) -> BurstDecision:
+        """Burst, queue or reject ``request``; see the module docstring for the order of checks.
+
+        ``placement_found`` is False when the placer found no candidate *or*
+        every candidate refused or failed.  ``spent`` is what bursting has
+        already cost in the current period.
+        """
+        if placement_found:
+            return BurstDecision(
+                BurstAction.REJECT,
+                "a site can place the request; bursting is only for when no site can",
+            )
+        if request.wait:
+            return BurstDecision(BurstAction.QUEUE, "the request asked to wait for capacity")
+        if request.confidential:
+            return self._denied("confidential requests never leave the federation")
+        if request.sites is not None:
+            return self._denied(
+                f"the request is pinned to sites [{', '.join(request.sites)}]; never burst"
+            )
+        if not request.allow_burst:
+            return self._denied("the user opted out of bursting for this request")
+        if not self.user_allowed(request):
+            vos = ", ".join(sorted(request.vos)) or "none"
+            return self._denied(
+                f"neither user {request.user or '(anonymous)'} nor their VOs ({vos}) "
+                "may burst to public clouds"
+            )
+        if not self.clouds:
+            return self._denied("no public cloud is configured")
+        hours = request.expected_hours or self.default_hours
+        offers: list[tuple[float, str, str, CloudSize]] = []
+        why_not: list[str] = []
+        for cloud in self.clouds:
+            if request.image not in cloud.images:
+                why_not.append(f"{cloud.name}: image {request.image} not mapped")
+                continue
+            sized = cloud.size_for(request.instance_type, request.vcpus, request.memory_mib)
+            if sized is None:
+                what = request.instance_type or f"{request.vcpus} CPUs / {request.memory_mib} MiB"
+                why_not.append(f"{cloud.name}: no size for {what}")
+                continue
+            itype, size = sized
+            offers.append((size.price_per_hour * hours, cloud.name, itype, size))
+        if not offers:
+            return self._denied("no public cloud can serve the request: " + "; ".join(why_not))
+        cost, cloud_name, itype, size = min(offers, key=lambda o: (o[0], o[1]))
+        left = self.budget_per_period - spent
+        if cost > left + 1e-9:
+            return self._denied(
+                f"burst budget exhausted: {spent:.2f} of {self.budget_per_period:.2f} spent this "
+                f"period, the request needs {cost:.2f} ({hours:g} h on {cloud_name})"
+            )
+        return BurstDecision(
+            BurstAction.BURST,
+            f"no site can place the request; bursting to {cloud_name} as {size.size_id} "
+            f"at {size.price_per_hour:g}/h (estimated {cost:.2f}, {left - cost:.2f} of the "
+            "budget left)",
+            cloud=cloud_name,
+            instance_type=itype,
+            size=size,
+            estimated_cost=cost,
+        )
+
+
+@dataclass
+class BurstBudget:
+    """In-memory ledger of burst spending over a rolling window (persist ``charges`` yourself).
+
+    ``charges`` is a list of ``(timestamp, amount)``; :meth:`spent` sums those
+    within ``period_seconds`` before ``now``.
+    """
+
+    period_seconds: float
+    charges: list[tuple[float, float]] = field(default_factory=list)
+
+    def charge(self, amount: float, at: float) -> None:
+        if amount < 0:
+            raise ValueError("a charge must be >= 0")
+        self.charges.append((at, amount))
+
+    def spent(self, now: float) -> float:
+        start = now - self.period_seconds
+        return sum(amount for at, amount in self.charges if start < at <= now)
+
+    def prune(self, now: float) -> None:
+        """Drop charges older than the window (they no longer count)."""
+        start = now - self.period_seconds
+        self.charges = [(at, a) for at, a in self.charges if at > start]
+
+    @classmethod
+    def load(cls, period_seconds: float, charges: Iterable[tuple[float, float]]) -> BurstBudget:
+        return cls(period_seconds, list(charges))

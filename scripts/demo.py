@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""`make demo`: a site agent on SQLite runs a real QEMU guest, driven by the `stratus` CLI.
+
+Steps: write a site config in a temporary state directory, start
+`stratus serve site`, `stratus vm run busybox --wait ready`, show the guest's
+readiness line from its console and the VM's event log, kill the VM, stop
+the agent and remove everything it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STRATUS = str(Path(sys.executable).parent / "stratus")
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+def stratus(url: str, token: str, *args: str, capture: bool = False) -> str:
+    cmd = [STRATUS, "--url", url, "--token", token, *args]
+    print("$ stratus " + " ".join(args), flush=True)
+    result = subprocess.run(cmd, check=False, text=True, capture_output=capture)
+    if result.returncode != 0:
+        if capture:
+            sys.stderr.write(result.stderr)
+        raise SystemExit(f"demo: `stratus {' '.join(args)}` failed (exit {result.returncode})")
+    if capture:
+        return result.stdout
+    return ""
+
+
+def write_config(state: Path, guest_dir: Path, token: str) -> Path:
+    from auth.tokens import hash_token
+    from site_agent.guest.builder import build_guest
+
+    guest = build_guest(guest_dir)  # cached: a no-op when `make guest` already built it
+
+    config = state / "site.toml"
+    config.write_text(f"""
+[site]
+name = "demo-site"
+listen_port = 0
+state_dir = "{state / 'site'}"
+
+[[hosts]]
+uri = "qemu:///system"
+
+[[images]]
+name = "busybox"
+disk = "{guest.disk}"
+format = "{guest.disk.suffix.lstrip('.').replace('img', 'raw')}"
+kernel = "{guest.kernel}"
+initrd = "{guest.initrd}"
+cmdline = "{guest.cmdline}"
+
+[quarantine]
+period_seconds = 60
+
+[[auth.tokens]]
+token_hash = "{hash_token(token)}"
+account = "demo"
+""")
+    return config
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--guest-dir", type=Path, default=ROOT / "build" / "guest")
+    args = parser.parse_args()
+    guest = args.guest_dir.resolve()
+    state = Path(tempfile.mkdtemp(prefix="stratus-demo-"))
+    state.chmod(0o755)
+    token = secrets.token_urlsafe(24)
+    agent = None
+    try:
+        config = write_config(state, guest, token)
+        ready = state / "url"
+        banner("starting a site agent (SQLite, qemu:///system)")
+        agent = subprocess.Popen(
+            [STRATUS, "serve", "site", "--config", str(config), "--ready-file", str(ready)],
+            stdout=open(state / "agent.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if agent.poll() is not None or time.monotonic() > deadline:
+                sys.stderr.write((state / "agent.log").read_text())
+                raise SystemExit("demo: the site agent did not start")
+            time.sleep(0.1)
+        url = ready.read_text().strip()
+        print(f"site agent listening on {url}")
+
+        banner("launching a VM with the stratus CLI")
+        out = stratus(url, token, "-o", "json", "vm", "run", "busybox", "--name", "demo-vm",
+                      "--context", "GREETING=hello-from-stratus", "--wait", "ready", capture=True)
+        import json
+
+        vm = json.loads(out)[0]
+        print(f"VM {vm['id']} is {vm['state']}, ready={vm['ready']}")
+        if vm["state"] != "running" or not vm["ready"]:
+            raise SystemExit("demo: the VM did not become ready")
+
+        banner("the guest's readiness line, from its serial console")
+        console = stratus(url, token, "vm", "console", vm["id"], capture=True)
+        lines = [line for line in console.splitlines() if "STRATUS-READY" in line]
+        print(lines[-1] if lines else "(no readiness line!)")
+
+        banner("event log")
+        stratus(url, token, "vm", "events", vm["id"])
+
+        banner("killing the VM")
+        stratus(url, token, "vm", "kill", vm["id"])
+        stratus(url, token, "vm", "list")
+        return 0 if lines else 1
+    finally:
+        banner("cleaning up")
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=30)
+        # Anything the agent left defined (it should be nothing) is removed too.
+        subprocess.run(
+            ["bash", "-c", "for d in $(virsh -c qemu:///system list --all --name | grep '^stratus-'); do "
+             f"grep -q \"{state}\" <(virsh -c qemu:///system dumpxml $d) && "
+             "{ virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; }; done"],
+            check=False, capture_output=True,
+        )
+        shutil.rmtree(state, ignore_errors=True)
+        print("done: agent stopped, state directory removed")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""``/vms``: create, list, show, stop, kill, reboot, console, events."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from auth.request import principal_of
+from core.app import RouteSpec
+from core.errors import BadRequest, NotFound
+from core.http import json_response, read_json, read_query
+from site_agent.api.keys import LAYOUT, VM_MANAGER
+from site_agent.vms.console import read_tail
+from site_agent.vms.models import (
+    ConsoleOutput,
+    Vm,
+    VmCreate,
+    VmEventList,
+    VmEventPublic,
+    VmList,
+    VmPublic,
+)
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    all: bool = Field(default=False, description="admins: list every owner's VMs")
+    include_done: bool = Field(default=True, description="include VMs in done/failed")
+
+
+class ShowQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    wait: Literal["running", "ready"] | None = Field(
+        default=None, description="wait until the VM is running (or ready), or terminal"
+    )
+    timeout: float = Field(default=60.0, gt=0, le=600)
+
+
+class ConsoleQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tail: int = Field(default=65536, ge=1, le=4 * 1024 * 1024, description="bytes from the end")
+
+
+def _vm_id(request: web.Request) -> str:
+    vm_id = request.match_info["vm_id"]
+    if not _UUID.match(vm_id):
+        raise NotFound(f"no VM with id {vm_id!r}")
+    return vm_id
+
+
+def _public(vm: Vm) -> VmPublic:
+    return VmPublic.of(vm)
+
+
+async def create_vms(request: web.Request) -> web.Response:
+    """POST /vms: 202 with the new VMs in ``pending``; poll them or GET with ``?wait=``."""
+    principal = principal_of(request)
+    body = await read_json(request, VmCreate)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
+    vms = await request.app[VM_MANAGER].create(principal, body, key)
+    return json_response(VmList(vms=[_public(vm) for vm in vms]), status=202)
+
+
+async def list_vms(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    query = read_query(request, ListQuery)
+    rows = await request.app[VM_MANAGER].list_for(
+        principal, every_owner=query.all, include_done=query.include_done
+    )
+    return json_response(VmList(vms=[_public(vm) for vm in rows]))
+
+
+async def show_vm(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    query = read_query(request, ShowQuery)
+    manager = request.app[VM_MANAGER]
+    vm_id = _vm_id(request)
+    if query.wait is None:
+        vm = await manager.get_for(principal, vm_id)
+    else:
+        vm = await manager.wait_for(principal, vm_id, query.wait, query.timeout)
+    return json_response(_public(vm))
+
+
+async def kill_vm(request: web.Request) -> web.Response:
+    """DELETE /vms/{id}: destroy now, free everything; idempotent on a done VM."""
+    vm = await request.app[VM_MANAGER].kill(principal_of(request), _vm_id(request))
+    return json_response(_public(vm))
+
+
+async def stop_vm(request: web.Request) -> web.Response:
+    vm = await request.app[VM_MANAGER].stop(principal_of(request), _vm_id(request))
+    return json_response(_public(vm), status=202)
+
+
+async def reboot_vm(request: web.Request) -> web.Response:
+    vm = await request.app[VM_MANAGER].reboot(principal_of(request), _vm_id(request))
+    return json_response(_public(vm))
+
+
+async def vm_console(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    query = read_query(request, ConsoleQuery)
+    vm = await request.app[VM_MANAGER].get_for(principal, _vm_id(request))
+    layout = request.app[LAYOUT]
+    text, truncated = read_tail(layout.console_log(vm.id), query.tail)
+    return json_response(ConsoleOutput(vm_id=vm.id, output=text, truncated=truncated))
+
+
+async def vm_events(request: web.Request) -> web.Response:
+    vm_id = _vm_id(request)
+    events = await request.app[VM_MANAGER].events_for(principal_of(request), vm_id)
+    return json_response(VmEventList(
+        vm_id=vm_id,
+        events=[VmEventPublic(at=e.at, from_state=e.from_state, to_state=e.to_state, reason=e.reason)
+                for e in events],
+    ))
+
+
+def routes() -> list[RouteSpec]:
+    tags = ("vms",)
+    return [
+        RouteSpec("GET", "/vms", list_vms, "List the caller's VMs", response_model=VmList,
+                  query_model=ListQuery, tags=tags),
+        RouteSpec("POST", "/vms", create_vms, "Create VMs (202; Idempotency-Key honoured)",
+                  request_model=VmCreate, response_model=VmList, status=202, tags=tags),
+        RouteSpec("GET", "/vms/{vm_id}", show_vm, "Show a VM (optionally wait for running/ready)",
+                  response_model=VmPublic, query_model=ShowQuery, tags=tags),
+        RouteSpec("DELETE", "/vms/{vm_id}", kill_vm, "Kill a VM: destroy now, free everything",
+                  response_model=VmPublic, tags=tags),
+        RouteSpec("POST", "/vms/{vm_id}/stop", stop_vm, "Stop a VM cleanly (ACPI), destroy after timeout",
+                  response_model=VmPublic, status=202, tags=tags),
+        RouteSpec("POST", "/vms/{vm_id}/reboot", reboot_vm, "Reboot a VM (hard reset)",
+                  response_model=VmPublic, tags=tags),
+        RouteSpec("GET", "/vms/{vm_id}/console", vm_console, "Serial console output",
+                  response_model=ConsoleOutput, query_model=ConsoleQuery, tags=tags),
+        RouteSpec("GET", "/vms/{vm_id}/events", vm_events, "A VM's event log",
+                  response_model=VmEventList, tags=tags),
+    ]
+

@@ -1,0 +1,1 @@
+"""Images a site can boot VMs from."""

@@ -1,0 +1,1 @@
+"""Disk files: qcow2 overlays and images (``qemu-img``)."""

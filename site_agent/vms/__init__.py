@@ -1,0 +1,1 @@
+"""Virtual machines: models, state machine, lifecycle, HTTP routes."""

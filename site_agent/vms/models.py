@@ -1,0 +1,182 @@
+"""VM persistence and API shapes (SQLModel ``XBase`` / ``X(table=True)`` / ``XCreate`` / ``XPublic``).
+
+Table classes never leave the persistence layer: handlers return ``VmPublic``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import ConfigDict, Field as PydField, field_validator, model_validator
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.db import UTCDateTime, utcnow
+from site_agent.vms.instance_types import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
+from site_agent.vms.states import VmState
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+CONTEXT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_USER_DATA = 16 * 1024
+MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: anything larger is certainly a typo
+MAX_VCPUS = 256
+
+
+class VmBase(SQLModel):
+    name: str
+    image: str
+    vcpus: int
+    memory_mib: int
+    instance_type: str | None = None
+
+
+class Vm(VmBase, table=True):
+    """One VM row. ``host_uri`` is where it runs; ``state`` a :class:`VmState` value."""
+
+    __tablename__ = "vms"
+
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    group: str | None = None
+    state: str = Field(default=VmState.PENDING, index=True)
+    state_reason: str | None = None
+    host_uri: str | None = Field(default=None, index=True)
+    ready: bool = False
+    ip: str | None = None
+    ssh_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    context: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    user_data: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class VmEvent(SQLModel, table=True):
+    """One line of a VM's event log: a state transition or a notable fact, with its reason."""
+
+    __tablename__ = "vm_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    vm_id: str = Field(index=True, foreign_key="vms.id")
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    from_state: str | None = None
+    to_state: str | None = None
+    reason: str
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """A create request seen with an ``Idempotency-Key``: a retry returns the same VMs."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str
+    key: str
+    request_hash: str
+    vm_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class VmCreate(SQLModel):
+    """Body of ``POST /vms``. Either ``instance_type`` or ``vcpus`` + ``memory_mib``."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    image: str = PydField(min_length=1, max_length=255)
+    name: str | None = PydField(default=None, pattern=NAME_PATTERN)
+    instance_type: str | None = None
+    vcpus: int | None = PydField(default=None, ge=1, le=MAX_VCPUS)
+    memory_mib: int | None = PydField(default=None, ge=64, le=MAX_MEMORY_MIB)
+    count: int = PydField(default=1, ge=1, le=100)
+    ssh_keys: list[str] = PydField(default_factory=list, max_length=32)
+    user_data: str | None = PydField(default=None, max_length=MAX_USER_DATA)
+    context: dict[str, str] = PydField(default_factory=dict, max_length=64)
+    host_tags: list[str] = PydField(default_factory=list, max_length=16)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in INSTANCE_TYPES:
+            known = ", ".join(INSTANCE_TYPES)
+            raise ValueError(f"unknown instance type {value!r}; known: {known}")
+        return value
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _ssh_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if "\n" in key or "\r" in key or not key.startswith(("ssh-", "ecdsa-", "sk-")):
+                raise ValueError("each SSH key must be one line in OpenSSH public key format")
+            if len(key) > 8192:
+                raise ValueError("SSH key longer than 8192 characters")
+        return keys
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, context: dict[str, str]) -> dict[str, str]:
+        for key, value in context.items():
+            if not CONTEXT_KEY.match(key):
+                raise ValueError(f"context key {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if len(value) > 4096 or "\x00" in value or "\n" in value:
+                raise ValueError(f"context value for {key!r} must be one line of at most 4096 chars")
+        return context
+
+    @model_validator(mode="after")
+    def _sizing(self) -> VmCreate:
+        if self.instance_type is not None and (self.vcpus is not None or self.memory_mib is not None):
+            raise ValueError("give either instance_type or vcpus/memory_mib, not both")
+        if (self.vcpus is None) != (self.memory_mib is None):
+            raise ValueError("vcpus and memory_mib go together")
+        return self
+
+    def sizing(self) -> tuple[str | None, int, int]:
+        """``(instance_type, vcpus, memory_mib)`` after applying the default type."""
+        if self.vcpus is not None and self.memory_mib is not None:
+            return None, self.vcpus, self.memory_mib
+        itype = INSTANCE_TYPES[self.instance_type or DEFAULT_INSTANCE_TYPE]
+        return itype.name, itype.vcpus, itype.memory_mib
+
+
+class VmPublic(VmBase):
+    """A VM as the API shows it."""
+
+    id: str
+    owner: str
+    state: VmState
+    state_reason: str | None
+    host: str | None
+    ready: bool
+    ip: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, vm: Vm, host_names: dict[str, str] | None = None) -> VmPublic:
+        data: dict[str, Any] = vm.model_dump()
+        uri = data.pop("host_uri")
+        data["host"] = (host_names or {}).get(uri, uri) if uri else None
+        return cls.model_validate(data)
+
+
+class VmList(SQLModel):
+    vms: list[VmPublic]
+
+
+class VmEventPublic(SQLModel):
+    at: datetime
+    from_state: VmState | None
+    to_state: VmState | None
+    reason: str
+
+
+class VmEventList(SQLModel):
+    vm_id: str
+    events: list[VmEventPublic]
+
+
+class ConsoleOutput(SQLModel):
+    vm_id: str
+    output: str
+    truncated: bool

@@ -1,0 +1,129 @@
+"""Database access for VMs and their events (synchronous; callers run it in a thread)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+
+from core.db import session_scope, utcnow
+from site_agent.vms.models import IdempotencyRecord, Vm, VmEvent
+from site_agent.vms.states import VmState, check_transition
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with a different request body."""
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    """A stable hash of a create request body, to recognise retries."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class VmRepository:
+    """All SQL the VM lifecycle needs. Each method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert(self, vms: Sequence[Vm], reason: str, idempotency: IdempotencyRecord | None) -> bool:
+        """Insert new VMs (with their first event) and the idempotency record, atomically.
+
+        Returns False, inserting nothing, if another request already stored the
+        same idempotency key (the caller then answers with that request's VMs).
+        """
+        try:
+            with session_scope(self.engine) as session:
+                if idempotency is not None:
+                    session.add(idempotency)
+                    session.flush()
+                for vm in vms:
+                    session.add(vm)
+                session.flush()
+                for vm in vms:
+                    session.add(VmEvent(vm_id=vm.id, to_state=vm.state, reason=reason))
+        except IntegrityError:
+            if idempotency is None:
+                raise
+            return False
+        return True
+
+    def find_idempotent(self, owner: str, key: str, body_hash: str) -> list[Vm] | None:
+        """VMs created earlier under ``key``; ``IdempotencyConflict`` if the body differs."""
+        with session_scope(self.engine) as session:
+            record = session.exec(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.owner == owner, IdempotencyRecord.key == key
+                )
+            ).first()
+            if record is None:
+                return None
+            if record.request_hash != body_hash:
+                raise IdempotencyConflict(key)
+            rows = session.exec(select(Vm).where(col(Vm.id).in_(record.vm_ids))).all()
+            by_id = {vm.id: vm for vm in rows}
+            return [by_id[i] for i in record.vm_ids if i in by_id]
+
+    def get(self, vm_id: str) -> Vm | None:
+        with session_scope(self.engine) as session:
+            return session.get(Vm, vm_id)
+
+    def list(self, owner: str | None = None, *, include_terminal: bool = True) -> list[Vm]:
+        """VMs of ``owner`` (all owners when None), newest first."""
+        with session_scope(self.engine) as session:
+            query = select(Vm)
+            if owner is not None:
+                query = query.where(Vm.owner == owner)
+            if not include_terminal:
+                query = query.where(col(Vm.state).not_in([VmState.DONE, VmState.FAILED]))
+            return list(session.exec(query.order_by(col(Vm.created_at).desc())).all())
+
+    def active_on_hosts(self) -> list[Vm]:
+        """VMs that hold host resources (any non-terminal state)."""
+        return self.list(None, include_terminal=False)
+
+    def transition(self, vm_id: str, target: VmState, reason: str, **fields: Any) -> Vm:
+        """Move ``vm_id`` to ``target`` (checked), set ``fields``, and log the event."""
+        with session_scope(self.engine) as session:
+            vm = session.get(Vm, vm_id, with_for_update=True)
+            if vm is None:
+                raise KeyError(vm_id)
+            current = VmState(vm.state)
+            check_transition(current, target)
+            vm.state = target
+            vm.state_reason = reason
+            vm.updated_at = utcnow()
+            for name, value in fields.items():
+                setattr(vm, name, value)
+            session.add(vm)
+            session.add(VmEvent(vm_id=vm_id, from_state=current, to_state=target, reason=reason))
+            return vm
+
+    def update(self, vm_id: str, reason: str | None = None, **fields: Any) -> Vm:
+        """Set ``fields`` without a state change; log ``reason`` as an event if given."""
+        with session_scope(self.engine) as session:
+            vm = session.get(Vm, vm_id, with_for_update=True)
+            if vm is None:
+                raise KeyError(vm_id)
+            for name, value in fields.items():
+                setattr(vm, name, value)
+            vm.updated_at = utcnow()
+            session.add(vm)
+            if reason is not None:
+                session.add(VmEvent(vm_id=vm_id, reason=reason))
+            return vm
+
+    def add_event(self, vm_id: str, reason: str) -> None:
+        with session_scope(self.engine) as session:
+            session.add(VmEvent(vm_id=vm_id, reason=reason))
+
+    def events(self, vm_id: str) -> list[VmEvent]:
+        with session_scope(self.engine) as session:
+            query = select(VmEvent).where(VmEvent.vm_id == vm_id).order_by(col(VmEvent.id))
+            return list(session.exec(query).all())
