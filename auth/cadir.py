@@ -56,7 +56,9 @@ def _load_crl(data: bytes) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(data)
 
 
-def signed_by(cert_or_crl: x509.Certificate | x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+def signed_by(
+    cert_or_crl: x509.Certificate | x509.CertificateRevocationList, issuer: x509.Certificate
+) -> bool:
     """True if ``issuer``'s public key verifies the signature of ``cert_or_crl``."""
     key = issuer.public_key()
     if isinstance(cert_or_crl, x509.CertificateRevocationList):
@@ -77,7 +79,9 @@ class TrustStore:
     ca_dir: Path
     cas: list[x509.Certificate] = field(default_factory=list)
     crls: dict[bytes, list[x509.CertificateRevocationList]] = field(default_factory=dict)
-    _openssl: dict[tuple[CrlPolicy, bool], crypto.X509Store] = field(default_factory=dict, repr=False)
+    _openssl: dict[tuple[CrlPolicy, bool], crypto.X509Store] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def load(cls, ca_dir: Path) -> TrustStore:
@@ -123,8 +127,12 @@ class TrustStore:
                 log.warning("skipping CRL %s: not signed by a CA of %s", path, ca_dir)
                 continue
             store.crls.setdefault(issuer_key, []).append(crl)
-        log.info("loaded %d CA certificate(s) and %d CRL(s) from %s",
-                 len(store.cas), sum(len(v) for v in store.crls.values()), ca_dir)
+        log.info(
+            "loaded %d CA certificate(s) and %d CRL(s) from %s",
+            len(store.cas),
+            sum(len(v) for v in store.crls.values()),
+            ca_dir,
+        )
         return store
 
     def openssl_store(self, policy: CrlPolicy, *, allow_proxies: bool = True) -> crypto.X509Store:
@@ -190,10 +198,11 @@ class TrustStore:
                 )
             for crl in crls:
                 if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-                    raise CredentialRejected(f"certificate {grid_dn(cert.subject)} has been revoked")
+                    raise CredentialRejected(
+                        f"certificate {grid_dn(cert.subject)} has been revoked"
+                    )
 
 
 def _crl_current(crl: x509.CertificateRevocationList, now: datetime) -> bool:
     next_update = crl.next_update_utc
     return next_update is None or next_update >= now
-

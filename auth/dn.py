@@ -60,17 +60,3 @@ def common_name(name: x509.Name) -> str | None:
     value = attrs[-1].value
     return value if isinstance(value, str) else value.decode(errors="replace")
 
-
-def strip_proxy_components(dn: str, count: int) -> str:
-    """``dn`` without its last ``count`` ``/CN=...`` components (RFC 3820 proxy levels).
-
-    Only meaningful for a subject whose chain was already verified under
-    proxy rules (each proxy's subject is its issuer's plus exactly one CN).
-    """
-    result = dn
-    for _ in range(count):
-        head, sep, tail = result.rpartition("/CN=")
-        if not sep or not head:
-            raise ValueError("not a proxy subject")
-        result = head
-    return result

@@ -39,5 +39,7 @@ class Principal:
         return Role.SITE_ADMIN in self.roles
 
     def can_access(self, owner: str, group: str | None = None) -> bool:
-        """True if a resource owned by ``owner`` (shared with ``group``) is visible to this caller."""
-        return self.is_admin or owner == self.account or (group is not None and group in self.groups)
+        """True if a resource of ``owner`` (shared with ``group``) is visible to the caller."""
+        return (
+            self.is_admin or owner == self.account or (group is not None and group in self.groups)
+        )

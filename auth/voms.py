@@ -223,7 +223,8 @@ def _general_names_dn(names: rfc5280.GeneralNames) -> str | None:
 
 
 def _time(value: univ.Any) -> datetime:
-    return value.asDateTime.astimezone(UTC)  # type: ignore[no-any-return]
+    moment: datetime = value.asDateTime
+    return moment.astimezone(UTC)
 
 
 def _context_strings(data: bytes) -> list[str]:
@@ -355,7 +356,9 @@ def parse_voms_extension(value: bytes) -> list[AttributeCertificate]:
     return [parse_attribute_certificate(r) for r in raws]
 
 
-def find_voms_extension(chain: Sequence[x509.Certificate], proxy_depth: int) -> tuple[int, bytes] | None:
+def find_voms_extension(
+    chain: Sequence[x509.Certificate], proxy_depth: int
+) -> tuple[int, bytes] | None:
     """``(index, value)`` of the VOMS extension in the proxy closest to the leaf, or None."""
     for index in range(proxy_depth):
         for ext in chain[index].extensions:
@@ -378,7 +381,7 @@ class VomsTrust:
 
     @classmethod
     def load(cls, vomsdir: Path) -> VomsTrust:
-        """Read ``vomsdir`` (missing directory: nothing trusted). Bad files are skipped and logged."""
+        """Read ``vomsdir`` (missing: nothing trusted). Bad files are skipped and logged."""
         trust = cls()
         if not vomsdir.is_dir():
             log.warning("vomsdir %s does not exist: no VOMS server is trusted", vomsdir)
@@ -391,7 +394,9 @@ class VomsTrust:
                     if not entry.is_file():
                         continue
                     if entry.suffix == ".lsc":
-                        lines = [ln.strip() for ln in entry.read_text(errors="replace").splitlines()]
+                        lines = [
+                            ln.strip() for ln in entry.read_text(errors="replace").splitlines()
+                        ]
                         dns = tuple(ln for ln in lines if ln and not ln.startswith("#"))
                         if len(dns) >= 2:
                             trust.lsc.setdefault(path.name, []).append(dns)
@@ -533,7 +538,9 @@ class VomsVerifier:
             return "attribute certificate is not yet valid"
         if ac.unknown_critical:
             return f"unsupported critical extension {ac.unknown_critical[0]}"
-        if ac.targets is not None and not self._hostnames.intersection(t.lower() for t in ac.targets):
+        if ac.targets is not None and not self._hostnames.intersection(
+            t.lower() for t in ac.targets
+        ):
             return "attribute certificate is targeted at other services"
         if not any(
             ac.holder_serial == h.serial_number
@@ -571,7 +578,7 @@ class VomsVerifier:
 
 
 def _lsc_matches(dns: Sequence[str], embedded: Sequence[x509.Certificate]) -> bool:
-    """``.lsc`` lines are the subject of the VOMS cert, then its issuer, then that one's issuer..."""
+    """``.lsc`` lines: the VOMS cert's subject, then its issuer, then that one's issuer..."""
     expected = [grid_dn(embedded[0].subject), *(grid_dn(c.issuer) for c in embedded)]
     return list(dns) == expected[: len(dns)]
 

@@ -84,7 +84,9 @@ def proxy_info(cert: x509.Certificate) -> ProxyInfo | None:
         try:
             info, rest = decoder.decode(raw, asn1Spec=_ProxyCertInfo())
         except PyAsn1Error as exc:
-            raise CredentialRejected("malformed ProxyCertInfo extension in proxy certificate") from exc
+            raise CredentialRejected(
+                "malformed ProxyCertInfo extension in proxy certificate"
+            ) from exc
         if rest:
             raise CredentialRejected("malformed ProxyCertInfo extension in proxy certificate")
         length = info["pCPathLenConstraint"]
@@ -195,7 +197,9 @@ def parse_forwarded_certificates(value: str) -> list[x509.Certificate]:
 
         return [x509.load_der_x509_certificate(base64.b64decode(text, validate=True))]
     except ValueError as exc:
-        raise CredentialRejected("the client certificate header does not hold a certificate") from exc
+        raise CredentialRejected(
+            "the client certificate header does not hold a certificate"
+        ) from exc
 
 
 def _restore_pem_newlines(text: str) -> str:
@@ -206,7 +210,9 @@ def _restore_pem_newlines(text: str) -> str:
         body = block.split("-----BEGIN CERTIFICATE-----", 1)[1]
         body = "".join(body.split())
         lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-        out.append("-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n")
+        out.append(
+            "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+        )
     return "".join(out)
 
 
@@ -236,7 +242,9 @@ class ChainVerifier:
         self._max_depth = max_proxy_depth
         self._store = trust.openssl_store(crl_policy, allow_proxies=accept_proxies)
 
-    def verify_chain(self, leaf: x509.Certificate, extra: Sequence[x509.Certificate] = ()) -> list[x509.Certificate]:
+    def verify_chain(
+        self, leaf: x509.Certificate, extra: Sequence[x509.Certificate] = ()
+    ) -> list[x509.Certificate]:
         """The verified chain (leaf first, up to the trust anchor) for ``leaf``.
 
         ``extra`` are untrusted intermediates (the user certificate and any
@@ -264,7 +272,9 @@ class ChainVerifier:
             )
         return chain
 
-    def verify(self, leaf: x509.Certificate, extra: Sequence[x509.Certificate] = ()) -> CertIdentity:
+    def verify(
+        self, leaf: x509.Certificate, extra: Sequence[x509.Certificate] = ()
+    ) -> CertIdentity:
         """Verify the chain and apply the proxy policy: the proved identity."""
         chain = self.verify_chain(leaf, extra)
         return identity_from_chain(

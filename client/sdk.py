@@ -24,7 +24,7 @@ API = "/api/v1"
 
 
 class StratusClient:
-    """Synchronous client. ``transport`` can be injected (tests: ``httpx.MockTransport`` or respx)."""
+    """Synchronous client; ``transport`` can be injected (``httpx.MockTransport``, respx)."""
 
     def __init__(
         self,
@@ -50,20 +50,31 @@ class StratusClient:
 
     @classmethod
     def from_endpoint(cls, endpoint: Endpoint, **kwargs: Any) -> StratusClient:
-        return cls(endpoint.url, token=endpoint.token, cert=endpoint.cert,
-                   verify=endpoint.ca or True, **kwargs)
+        return cls(
+            endpoint.url,
+            token=endpoint.token,
+            cert=endpoint.cert,
+            verify=endpoint.ca or True,
+            **kwargs,
+        )
 
     def __enter__(self) -> StratusClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Send a request; the decoded JSON body, or ``ApiError`` / ``ConnectionFailed``."""
         if timeout is not None:
             kwargs["timeout"] = timeout
@@ -77,7 +88,9 @@ class StratusClient:
 
     # --- VMs ---------------------------------------------------------------
 
-    def create_vms(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+    def create_vms(
+        self, spec: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
         """Create VMs; retries of the same call are safe (an Idempotency-Key is always sent)."""
         key = idempotency_key or str(uuid.uuid4())
         body = self.request("POST", "/vms", json=spec, headers={"Idempotency-Key": key})
@@ -89,7 +102,9 @@ class StratusClient:
         vms: list[dict[str, Any]] = self.request("GET", "/vms", params=params)["vms"]
         return vms
 
-    def get_vm(self, vm_id: str, *, wait: str | None = None, wait_timeout: float = 60.0) -> dict[str, Any]:
+    def get_vm(
+        self, vm_id: str, *, wait: str | None = None, wait_timeout: float = 60.0
+    ) -> dict[str, Any]:
         """A VM; with ``wait`` (``running``/``ready``) the service holds the answer until then."""
         params: dict[str, Any] = {}
         timeout = None
@@ -137,8 +152,16 @@ class StratusClient:
 def _api_error(response: httpx.Response) -> ApiError:
     try:
         error = response.json()["error"]
-        return ApiError(response.status_code, str(error.get("code", "error")),
-                        str(error.get("message", "")), error.get("details"))
+        return ApiError(
+            response.status_code,
+            str(error.get("code", "error")),
+            str(error.get("message", "")),
+            error.get("details"),
+        )
     except (ValueError, KeyError, TypeError):
-        text = response.text.strip().splitlines()[0] if response.text.strip() else response.reason_phrase
+        text = (
+            response.text.strip().splitlines()[0]
+            if response.text.strip()
+            else response.reason_phrase
+        )
         return ApiError(response.status_code, "http_error", text[:200])

@@ -27,7 +27,7 @@ API_PREFIX = "/api/v1"
 # HTTP parser limits for every service's runner: room for an 8 KiB token or
 # a forwarded certificate chain; the auth layer refuses headers above 16 KiB
 # itself, with a JSON 401, before aiohttp's plain-text 400 would trigger.
-SERVER_LIMITS: dict[str, int] = {"max_field_size": 32 * 1024, "max_line_size": 32 * 1024}
+SERVER_LIMITS: dict[str, Any] = {"max_field_size": 32 * 1024, "max_line_size": 32 * 1024}
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,6 @@ class RouteSpec:
     summary: str
     request_model: type[BaseModel] | None = None
     response_model: type[BaseModel] | None = None
-    response_is_list: bool = False
     status: int = 200
     query_model: type[BaseModel] | None = None
     public: bool = False  # True: no authentication required
@@ -89,7 +88,9 @@ def make_app(
     reported as JSON too.
     """
     specs = list(routes)
-    app = web.Application(middlewares=[error_middleware, *middlewares], client_max_size=client_max_size)
+    app = web.Application(
+        middlewares=[error_middleware, *middlewares], client_max_size=client_max_size
+    )
     openapi = build_openapi(specs, title=title, version=version)
 
     async def serve_openapi(_request: web.Request) -> web.Response:
@@ -154,7 +155,9 @@ def build_openapi(specs: Iterable[RouteSpec], *, title: str, version: str) -> di
             "responses": {
                 "default": {
                     "description": "error",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
                 }
             },
         }
@@ -177,10 +180,7 @@ def build_openapi(specs: Iterable[RouteSpec], *, title: str, version: str) -> di
             }
         response: dict[str, Any] = {"description": "success"}
         if spec.response_model is not None:
-            body = ref(spec.response_model)
-            if spec.response_is_list:
-                body = {"type": "array", "items": body}
-            response["content"] = {"application/json": {"schema": body}}
+            response["content"] = {"application/json": {"schema": ref(spec.response_model)}}
         op["responses"][str(spec.status)] = response
         if not spec.public:
             op["security"] = [{"bearer": []}]

@@ -65,7 +65,9 @@ def read_query(request: web.Request, model: type[ModelT]) -> ModelT:
     return _validate(model, dict(request.query))
 
 
-def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """A JSON response; pydantic models (and lists of them) are dumped in JSON mode."""
     if isinstance(data, BaseModel):
         payload: Any = data.model_dump(mode="json")

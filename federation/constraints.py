@@ -42,7 +42,7 @@ class Constraints:
     location: Mapping[str, str] = field(default_factory=dict)
 
     def merge(self, other: Constraints, *, text: str = "") -> Constraints:
-        """Both constraints at once (AND); raises ``InvalidConstraint`` if nothing can satisfy both."""
+        """Both constraints at once (AND); ``InvalidConstraint`` if nothing satisfies both."""
         sites = self.sites
         if other.sites is not None:
             if sites is None:

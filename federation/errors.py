@@ -1,18 +1,20 @@
 """Errors of the federation library, and their mapping to HTTP errors.
 
-Exception tree::
+Exception tree (with the HTTP status :func:`to_stratus_error` gives)::
 
-    FederationError                     (root; never raised bare)
-    ├── InvalidConstraint               also a ValueError: a --constraint that does not parse,
-    │                                   or constraints that contradict each other             -> 400
-    ├── PlacementError                  no site passes the filters; reasons per site           -> 409
-    ├── AllAttemptsFailed               every candidate refused or failed; one reason each   -> 409/503
-    ├── ProviderError                   raised by ComputeProvider implementations
-    │   ├── SiteRefused                 the site/cloud answered and said no (capacity, quota, bad image)
-    │   ├── SiteFailed                  the site/cloud is broken or unreachable (timeout, 5xx or
-    │   │                               throttled after retries, malformed answer)
-    │   └── VMNotFound                  the provider does not know this VM id                  -> 404
-    └── QueueError                      a queue operation on an unknown or finished entry       -> 404/409
+    FederationError              root; never raised bare
+    ├── InvalidConstraint        also a ValueError: a constraint that does not
+    │                            parse, or contradicts another one         400
+    ├── PlacementError           no site passes the filters; reasons per site 409
+    ├── AllAttemptsFailed        every candidate refused or failed       409/503
+    ├── ProviderError            raised by ComputeProvider implementations
+    │   ├── SiteRefused          the site/cloud answered no (capacity, quota,
+    │   │                        unknown image or size)                    409
+    │   ├── SiteFailed           the site/cloud is broken or unreachable
+    │   │                        (timeout, 5xx or throttled after retries,
+    │   │                        malformed answer)                         503
+    │   └── VMNotFound           the provider does not know this VM id     404
+    └── QueueError               unknown or no longer waiting queue entry  404
 
 Third-party errors (httpx, libcloud, requests) are translated into these at
 the provider edge with ``raise ... from exc``; nothing outside

@@ -56,7 +56,7 @@ class Rejection:
         return self.message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostCapacity:
     """Free resources of one hypervisor host of a site."""
 
@@ -114,7 +114,9 @@ class SiteCapacity:
         set_(self, "fetchable_images", _frozen_strs(self.fetchable_images))
         set_(self, "allowed_vos", _frozen_strs(self.allowed_vos))
         set_(self, "location", dict(self.location))
-        set_(self, "free_addresses", {NetworkType(k): int(v) for k, v in self.free_addresses.items()})
+        set_(
+            self, "free_addresses", {NetworkType(k): int(v) for k, v in self.free_addresses.items()}
+        )
 
     def can_get_image(self, image: str) -> bool:
         """True if ``image`` is cached here or may be fetched."""
@@ -292,7 +294,9 @@ class PublicCloudConfig:
         object.__setattr__(self, "sizes", dict(self.sizes))
         object.__setattr__(self, "extra", dict(self.extra))
 
-    def size_for(self, instance_type: str | None, vcpus: int, memory_mib: int) -> tuple[str, CloudSize] | None:
+    def size_for(
+        self, instance_type: str | None, vcpus: int, memory_mib: int
+    ) -> tuple[str, CloudSize] | None:
         """The ``(instance type, size)`` serving a request, or None.
 
         A named instance type must be mapped; otherwise the cheapest mapped

@@ -119,6 +119,8 @@ class _Site:
         "sky_cpus",
         "sky_memory",
         "static",
+        "total_cpus",
+        "total_memory",
     )
 
     def __init__(self, cap: SiteCapacity, weights: RankWeights) -> None:
@@ -129,6 +131,8 @@ class _Site:
         self.sky_memory: list[int] = []
         self.max_cpus = 0
         self.max_memory = 0
+        self.total_cpus = 0
+        self.total_memory = 0
         self.static = 0.0
         self.key: tuple[float, str] = (0.0, self.name)
         self.recompute(weights)
@@ -153,6 +157,8 @@ class _Site:
         self.sky_memory = memory_asc
         self.max_cpus = cpus_desc[-1] if cpus_desc else 0
         self.max_memory = memory_asc[0] if memory_asc else 0
+        self.total_cpus = total_cpus
+        self.total_memory = total_memory
         c_ref = weights.capacity_reference_cpus
         m_ref = weights.capacity_reference_memory_mib
         capacity = 0.5 * total_cpus / (total_cpus + c_ref) + 0.5 * total_memory / (
@@ -321,6 +327,38 @@ class Placer:
 
     # -- filters and score --------------------------------------------------
 
+    def _passes(self, entry: _Site, req: PlacementRequest, now: float) -> bool:
+        """True if ``entry`` passes every filter (the hot path; :meth:`_check` says why not)."""
+        cap = entry.cap
+        if not cap.available:
+            return False
+        timeout = self.heartbeat_timeout
+        if (
+            timeout is not None
+            and cap.last_heartbeat is not None
+            and now - cap.last_heartbeat > timeout
+        ):
+            return False
+        if req.location:
+            tags = cap.location
+            for key, value in req.location.items():
+                if tags.get(key) != value:
+                    return False
+        allowed = cap.allowed_vos
+        if allowed is not None and allowed.isdisjoint(req.vos):
+            return False
+        network = req.network
+        if network is not None and cap.free_addresses.get(network, 0) <= 0:
+            return False
+        image = req.image
+        if image not in cap.cached_images:
+            fetchable = cap.fetchable_images
+            if fetchable is not None and image not in fetchable:
+                return False
+        sky_cpus = entry.sky_cpus
+        i = bisect_left(sky_cpus, req.vcpus)
+        return i < len(sky_cpus) and entry.sky_memory[i] >= req.memory_mib
+
     def _check(
         self, entry: _Site, req: PlacementRequest, now: float, *, all_reasons: bool = False
     ) -> Rejection | None:
@@ -399,11 +437,14 @@ class Placer:
         cap = entry.cap
         c_ref = w.capacity_reference_cpus
         m_ref = w.capacity_reference_memory_mib
-        total_cpus = sum(h[0] for h in entry.host_list)
-        total_memory = sum(h[1] for h in entry.host_list)
+        total_cpus = entry.total_cpus
+        total_memory = entry.total_memory
         parts = {
             "free_capacity": w.free_capacity
-            * (0.5 * total_cpus / (total_cpus + c_ref) + 0.5 * total_memory / (total_memory + m_ref)),
+            * (
+                0.5 * total_cpus / (total_cpus + c_ref)
+                + 0.5 * total_memory / (total_memory + m_ref)
+            ),
             "price": w.price * w.price_reference / (w.price_reference + cap.price_per_hour),
             "image_cached": w.image_cached if req.image in cap.cached_images else 0.0,
             "data_locality": (
@@ -466,14 +507,16 @@ class Placer:
         k = self.max_candidates
         best: list[tuple[float, str]] = []  # (-score, name), best first, at most k
         rejected: dict[str, Rejection] = {}
+        passes = self._passes
         check = self._check
         score_of = self._score
 
         def consider(entry: _Site) -> None:
-            rejection = check(entry, request, now)
-            if rejection is not None:
-                rejected[entry.name] = rejection
-                return
+            if not passes(entry, request, now):
+                rejection = check(entry, request, now)
+                if rejection is not None:  # always, unless the clock moved
+                    rejected[entry.name] = rejection
+                    return
             item = (-score_of(entry, request), entry.name)
             if len(best) < k:
                 insort(best, item)
@@ -561,11 +604,8 @@ class Placer:
         ]
         subset_bonus = [sum(bonuses[j] for j in s) for s in subsets]
 
+        heads = [-lst.keys[0][0] if lst.keys else _NEG_INF for lst in lists]
         while True:
-            heads = [
-                -lists[j].keys[cursors[j]][0] if cursors[j] < len(lists[j]) else _NEG_INF
-                for j in range(n)
-            ]
             if heads[0] == _NEG_INF:
                 return True  # every site in scope has been examined
             bound = _NEG_INF
@@ -579,8 +619,11 @@ class Placer:
             if len(best) >= k and -best[-1][0] > bound:
                 return False
             lst = lists[advance]
-            entry = lst.sites[cursors[advance]]
-            cursors[advance] += 1
+            cursor = cursors[advance]
+            entry = lst.sites[cursor]
+            cursor += 1
+            cursors[advance] = cursor
+            heads[advance] = -lst.keys[cursor][0] if cursor < len(lst.keys) else _NEG_INF
             if entry.name not in seen:
                 seen.add(entry.name)
                 consider(entry)

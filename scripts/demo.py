@@ -41,6 +41,20 @@ def stratus(url: str, token: str, *args: str, capture: bool = False) -> str:
     return ""
 
 
+def kill_leftovers(url: str, token: str) -> None:
+    """Kill every VM the demo left running (after an error part-way through)."""
+    from client.errors import ClientError
+    from client.sdk import StratusClient
+
+    try:
+        with StratusClient(url, token=token) as api:
+            for vm in api.list_vms():
+                if vm["state"] not in ("done", "failed"):
+                    api.kill_vm(vm["id"])
+    except ClientError as exc:
+        print(f"demo: could not clean up VMs: {exc}", file=sys.stderr)
+
+
 def write_config(state: Path, guest_dir: Path, token: str) -> Path:
     from auth.tokens import hash_token
     from site_agent.guest.builder import build_guest
@@ -52,7 +66,7 @@ def write_config(state: Path, guest_dir: Path, token: str) -> Path:
 [site]
 name = "demo-site"
 listen_port = 0
-state_dir = "{state / 'site'}"
+state_dir = "{state / "site"}"
 
 [[hosts]]
 uri = "qemu:///system"
@@ -60,7 +74,7 @@ uri = "qemu:///system"
 [[images]]
 name = "busybox"
 disk = "{guest.disk}"
-format = "{guest.disk.suffix.lstrip('.').replace('img', 'raw')}"
+format = "{guest.disk.suffix.lstrip(".").replace("img", "raw")}"
 kernel = "{guest.kernel}"
 initrd = "{guest.initrd}"
 cmdline = "{guest.cmdline}"
@@ -84,14 +98,17 @@ def main() -> int:
     state.chmod(0o755)
     token = secrets.token_urlsafe(24)
     agent = None
+    url = ""
     try:
         config = write_config(state, guest, token)
         ready = state / "url"
         banner("starting a site agent (SQLite, qemu:///system)")
-        agent = subprocess.Popen(
-            [STRATUS, "serve", "site", "--config", str(config), "--ready-file", str(ready)],
-            stdout=open(state / "agent.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
+        with (state / "agent.log").open("w") as log:
+            agent = subprocess.Popen(
+                [STRATUS, "serve", "site", "--config", str(config), "--ready-file", str(ready)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while not ready.exists():
             if agent.poll() is not None or time.monotonic() > deadline:
@@ -102,8 +119,22 @@ def main() -> int:
         print(f"site agent listening on {url}")
 
         banner("launching a VM with the stratus CLI")
-        out = stratus(url, token, "-o", "json", "vm", "run", "busybox", "--name", "demo-vm",
-                      "--context", "GREETING=hello-from-stratus", "--wait", "ready", capture=True)
+        out = stratus(
+            url,
+            token,
+            "-o",
+            "json",
+            "vm",
+            "run",
+            "busybox",
+            "--name",
+            "demo-vm",
+            "--context",
+            "GREETING=hello-from-stratus",
+            "--wait",
+            "ready",
+            capture=True,
+        )
         import json
 
         vm = json.loads(out)[0]
@@ -125,16 +156,11 @@ def main() -> int:
         return 0 if lines else 1
     finally:
         banner("cleaning up")
+        if agent is not None and agent.poll() is None and url:
+            kill_leftovers(url, token)
         if agent is not None and agent.poll() is None:
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=30)
-        # Anything the agent left defined (it should be nothing) is removed too.
-        subprocess.run(
-            ["bash", "-c", "for d in $(virsh -c qemu:///system list --all --name | grep '^stratus-'); do "
-             f"grep -q \"{state}\" <(virsh -c qemu:///system dumpxml $d) && "
-             "{ virsh -c qemu:///system destroy $d; virsh -c qemu:///system undefine $d; }; done"],
-            check=False, capture_output=True,
-        )
         shutil.rmtree(state, ignore_errors=True)
         print("done: agent stopped, state directory removed")
 

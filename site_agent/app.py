@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 def build_site_app(config: SiteConfig, *, hosts: HostPool | None = None) -> web.Application:
     """The site agent app for ``config``. ``hosts`` may be given to inject drivers (tests)."""
     authenticator = TokenAuthenticator(
-        TokenEntry(token_hash=t.token_hash, account=t.account, admin=t.admin, groups=tuple(t.groups))
+        TokenEntry(
+            token_hash=t.token_hash, account=t.account, admin=t.admin, groups=tuple(t.groups)
+        )
         for t in config.auth.tokens
     )
     app = make_app(

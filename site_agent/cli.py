@@ -37,10 +37,19 @@ def _group(parent: click.Group, name: str, help_text: str) -> click.Group:
 
 
 @click.command("site")
-@click.option("--config", "config_file", required=True, type=click.Path(path_type=Path),
-              help="Site configuration (TOML); see `stratus config example site`.")
-@click.option("--ready-file", type=click.Path(path_type=Path), help="Write the listening URL here once up.")
-@click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Site configuration (TOML); see `stratus config example site`.",
+)
+@click.option(
+    "--ready-file", type=click.Path(path_type=Path), help="Write the listening URL here once up."
+)
+@click.option(
+    "--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+)
 def serve_site(config_file: Path, ready_file: Path | None, log_level: str) -> None:
     """Run a site agent."""
     from site_agent.config import SiteConfig
@@ -63,17 +72,25 @@ def example_site() -> None:
 
 
 @click.command("build-guest")
-@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for vmlinuz, initrd.img and the root disk.")
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for vmlinuz, initrd.img and the root disk.",
+)
 def build_guest(output: Path) -> None:
     """Build the small busybox test guest from local Debian packages (no download)."""
-    from site_agent.guest.builder import GuestBuildError, build_guest as build
+    from site_agent.guest.builder import build_guest as build
+    from site_agent.guest.errors import GuestImageError
 
     try:
         guest = build(output)
-    except GuestBuildError as exc:
+    except GuestImageError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"kernel:  {guest.kernel}\ninitrd:  {guest.initrd}\ndisk:    {guest.disk}\ncmdline: {guest.cmdline}")
+    click.echo(
+        f"kernel:  {guest.kernel}\ninitrd:  {guest.initrd}\n"
+        f"disk:    {guest.disk}\ncmdline: {guest.cmdline}"
+    )
 
 
 @click.command("new")

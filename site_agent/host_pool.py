@@ -58,8 +58,13 @@ class HostPool:
             try:
                 await host.driver.connect()
                 host.info = await host.driver.host_info()
-                log.info("host %s: %d CPUs, %d MiB, accel %s", host.uri, host.info.cpus,
-                         host.info.memory_mib, host.info.accel)
+                log.info(
+                    "host %s: %d CPUs, %d MiB, accel %s",
+                    host.uri,
+                    host.info.cpus,
+                    host.info.memory_mib,
+                    host.info.accel,
+                )
             except ComputeError as exc:
                 host.info = None
                 log.error("host %s unavailable: %s", host.uri, exc)
@@ -90,7 +95,9 @@ class HostPool:
                 HostLoad(
                     uri=host.uri,
                     cpus=int(host.info.cpus * cfg.cpu_overcommit),
-                    memory_mib=int(max(0, host.info.memory_mib - cfg.reserved_memory_mib) * cfg.ram_overcommit),
+                    memory_mib=int(
+                        max(0, host.info.memory_mib - cfg.reserved_memory_mib) * cfg.ram_overcommit
+                    ),
                     used_cpus=used_cpus,
                     used_memory_mib=used_mem,
                     running_vms=count,

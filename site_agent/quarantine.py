@@ -67,12 +67,18 @@ class Quarantine:
                 return None
             shutil.move(str(source), str(target))
             expires = utcnow() + self.period
-            session.add(QuarantineEntry(vm_id=vm_id, owner=owner, path=str(target), expires_at=expires))
+            session.add(
+                QuarantineEntry(vm_id=vm_id, owner=owner, path=str(target), expires_at=expires)
+            )
             return expires
 
     def entries(self) -> list[QuarantineEntry]:
         with session_scope(self.engine) as session:
-            return list(session.exec(select(QuarantineEntry).order_by(col(QuarantineEntry.expires_at))).all())
+            return list(
+                session.exec(
+                    select(QuarantineEntry).order_by(col(QuarantineEntry.expires_at))
+                ).all()
+            )
 
     async def list_async(self) -> list[QuarantineEntry]:
         """``entries`` without blocking the event loop."""
@@ -83,7 +89,9 @@ class Quarantine:
         now = now or utcnow()
         deleted = []
         with session_scope(self.engine) as session:
-            expired = session.exec(select(QuarantineEntry).where(col(QuarantineEntry.expires_at) <= now)).all()
+            expired = session.exec(
+                select(QuarantineEntry).where(col(QuarantineEntry.expires_at) <= now)
+            ).all()
             for entry in expired:
                 path = Path(entry.path)
                 # Only ever delete inside our own quarantine directory.

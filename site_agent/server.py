@@ -22,9 +22,7 @@ async def serve(config: SiteConfig, *, ready_file: Path | None = None) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.site.listen_host, config.site.listen_port)
     await site.start()
-    server = site._server
-    assert server is not None
-    host, port = server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+    host, port = runner.addresses[0][:2]
     url = f"http://{host}:{port}"
     logging.getLogger(__name__).info("site agent %s listening on %s", config.site.name, url)
     if ready_file is not None:

@@ -61,8 +61,10 @@ class ResponseChecker:
 def _rebase(schema: Any) -> Any:
     """Point local ``#/components/...`` refs at the registered document."""
     if isinstance(schema, dict):
-        return {k: ("urn:doc" + v if k == "$ref" and v.startswith("#") else _rebase(v)) for k, v in schema.items()}
+        return {
+            k: ("urn:doc" + v if k == "$ref" and v.startswith("#") else _rebase(v))
+            for k, v in schema.items()
+        }
     if isinstance(schema, list):
         return [_rebase(v) for v in schema]
     return schema
-

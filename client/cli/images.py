@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import click
-
 from client.cli.main import CliContext, cli, pass_ctx
 from client.cli.output import emit
 
@@ -18,7 +16,11 @@ def image() -> None:
 def list_(ctx: CliContext) -> None:
     """List the images you can boot."""
     with ctx.client() as api:
-        emit(api.list_images(), ctx.output, ("name", "format", "direct_kernel_boot", "available", "description"))
+        emit(
+            api.list_images(),
+            ctx.output,
+            ("name", "format", "direct_kernel_boot", "available", "description"),
+        )
 
 
 @cli.group()
@@ -31,5 +33,17 @@ def host() -> None:
 def hosts_list(ctx: CliContext) -> None:
     """List the site's hypervisor hosts and their load."""
     with ctx.client() as api:
-        emit(api.list_hosts(), ctx.output,
-             ("uri", "available", "accel", "cpus", "memory_mib", "used_vcpus", "used_memory_mib", "vms"))
+        emit(
+            api.list_hosts(),
+            ctx.output,
+            (
+                "uri",
+                "available",
+                "accel",
+                "cpus",
+                "memory_mib",
+                "used_vcpus",
+                "used_memory_mib",
+                "vms",
+            ),
+        )

@@ -30,8 +30,13 @@ class CliContext:
     output: str
 
     def endpoint(self) -> Endpoint:
-        return resolve_endpoint(self.endpoint_name, url=self.url, token=self.token, cert=self.cert,
-                                config_path=self.config_path)
+        return resolve_endpoint(
+            self.endpoint_name,
+            url=self.url,
+            token=self.token,
+            cert=self.cert,
+            config_path=self.config_path,
+        )
 
     def client(self) -> StratusClient:
         return StratusClient.from_endpoint(self.endpoint())
@@ -41,24 +46,44 @@ pass_ctx = click.make_pass_decorator(CliContext)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-e", "--endpoint", "endpoint_name", help="Named endpoint from the config file [STRATUS_ENDPOINT].")
+@click.option(
+    "-e",
+    "--endpoint",
+    "endpoint_name",
+    help="Named endpoint from the config file [STRATUS_ENDPOINT].",
+)
 @click.option("--url", help="API base URL, e.g. http://127.0.0.1:8440 [STRATUS_URL].")
 @click.option("--token", help="API or OIDC bearer token [STRATUS_TOKEN].")
 @click.option("--cert", help="PEM certificate+key or grid proxy [STRATUS_CERT].")
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="Client config file [STRATUS_CONFIG] (default ~/.config/stratus/config.toml).")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="Client config file [STRATUS_CONFIG] (default ~/.config/stratus/config.toml).",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 @click.version_option(package_name="stratus-federation")
 @click.pass_context
-def cli(ctx: click.Context, endpoint_name: str | None, url: str | None, token: str | None,
-        cert: str | None, config_path: Path | None, output: str) -> None:
+def cli(
+    ctx: click.Context,
+    endpoint_name: str | None,
+    url: str | None,
+    token: str | None,
+    cert: str | None,
+    config_path: Path | None,
+    output: str,
+) -> None:
     """Stratus: run VMs on a federated IaaS cloud."""
     ctx.obj = CliContext(endpoint_name, url, token, cert, config_path, output)
 
 
 def _load_plugins() -> None:
-    from client.cli import vm  # noqa: F401  (registers the vm group)
-    from client.cli import images  # noqa: F401
+    from client.cli import (
+        images,  # noqa: F401
+        vm,  # noqa: F401  (registers the vm group)
+    )
 
     for entry in entry_points(group="stratus.cli"):
         register = entry.load()

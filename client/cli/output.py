@@ -60,7 +60,9 @@ class Progress:
         elapsed = time.monotonic() - self.start
         if self.tty:
             self.frame = (self.frame + 1) % len(self.FRAMES)
-            sys.stderr.write(f"\r{self.FRAMES[self.frame]} {self.label}: {status} ({elapsed:4.1f}s)\x1b[K")
+            sys.stderr.write(
+                f"\r{self.FRAMES[self.frame]} {self.label}: {status} ({elapsed:4.1f}s)\x1b[K"
+            )
             sys.stderr.flush()
         elif status != self.last:
             sys.stderr.write(f"{self.label}: {status} ({elapsed:.1f}s)\n")

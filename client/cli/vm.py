@@ -15,7 +15,15 @@ from client.sdk import StratusClient
 
 VM_COLUMNS = ("id", "name", "state", "ready", "ip", "image", "vcpus", "memory_mib", "host")
 EVENT_COLUMNS = ("at", "from_state", "to_state", "reason")
-INSTANCE_TYPES = ("t1.micro", "m1.small", "m1.medium", "m1.large", "m1.xlarge", "c1.medium", "c1.xlarge")
+INSTANCE_TYPES = (
+    "t1.micro",
+    "m1.small",
+    "m1.medium",
+    "m1.large",
+    "m1.xlarge",
+    "c1.medium",
+    "c1.xlarge",
+)
 
 
 @cli.group()
@@ -33,8 +41,10 @@ def _context_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     return context
 
 
-def wait_until(api: StratusClient, vm_ids: list[str], goal: str, timeout: float) -> list[dict[str, Any]]:
-    """Poll until every VM reaches ``goal`` (running/ready) or a terminal state, showing progress."""
+def wait_until(
+    api: StratusClient, vm_ids: list[str], goal: str, timeout: float
+) -> list[dict[str, Any]]:
+    """Poll until every VM reaches ``goal`` (running/ready) or a terminal state, with progress."""
     deadline = time.monotonic() + timeout
     finished: dict[str, dict[str, Any]] = {}
     progress = Progress(f"waiting for {len(vm_ids)} VM(s) to be {goal}")
@@ -60,28 +70,70 @@ def wait_until(api: StratusClient, vm_ids: list[str], goal: str, timeout: float)
 
 @vm.command("run")
 @click.argument("image")
-@click.option("-t", "--type", "instance_type", type=click.Choice(INSTANCE_TYPES),
-              help="Instance type (default m1.small).")
+@click.option(
+    "-t",
+    "--type",
+    "instance_type",
+    type=click.Choice(INSTANCE_TYPES),
+    help="Instance type (default m1.small).",
+)
 @click.option("--cpu", type=click.IntRange(1, 256), help="vCPUs (with --ram instead of --type).")
 @click.option("--ram", type=click.IntRange(64), help="RAM in MiB (with --cpu).")
 @click.option("-n", "--count", type=click.IntRange(1, 100), default=1, show_default=True)
 @click.option("--name", help="VM name (with -n, suffixed -0, -1, ...).")
-@click.option("-k", "--ssh-key", "ssh_key_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Public key file to authorise (repeatable).")
-@click.option("--user-data", type=click.Path(exists=True, dir_okay=False),
-              help="cloud-init user data: a #! script or #cloud-config (max 16 KiB).")
-@click.option("-c", "--context", "context_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Context value for the guest (repeatable).")
-@click.option("--host-tag", "host_tags", multiple=True, help="Only hosts with this tag (repeatable).")
-@click.option("--ids-file", type=click.Path(dir_okay=False, writable=True), help="Write the VM ids here.")
-@click.option("--wait", "wait_for", type=click.Choice(["none", "running", "ready"]), default="running",
-              show_default=True, help="Wait until the VMs are running or their guests ready.")
+@click.option(
+    "-k",
+    "--ssh-key",
+    "ssh_key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public key file to authorise (repeatable).",
+)
+@click.option(
+    "--user-data",
+    type=click.Path(exists=True, dir_okay=False),
+    help="cloud-init user data: a #! script or #cloud-config (max 16 KiB).",
+)
+@click.option(
+    "-c",
+    "--context",
+    "context_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Context value for the guest (repeatable).",
+)
+@click.option(
+    "--host-tag", "host_tags", multiple=True, help="Only hosts with this tag (repeatable)."
+)
+@click.option(
+    "--ids-file", type=click.Path(dir_okay=False, writable=True), help="Write the VM ids here."
+)
+@click.option(
+    "--wait",
+    "wait_for",
+    type=click.Choice(["none", "running", "ready"]),
+    default="running",
+    show_default=True,
+    help="Wait until the VMs are running or their guests ready.",
+)
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 @pass_ctx
-def run(ctx: CliContext, image: str, instance_type: str | None, cpu: int | None, ram: int | None,
-        count: int, name: str | None, ssh_key_files: tuple[str, ...], user_data: str | None,
-        context_pairs: tuple[str, ...], host_tags: tuple[str, ...], ids_file: str | None,
-        wait_for: str, timeout: float) -> None:
+def run(
+    ctx: CliContext,
+    image: str,
+    instance_type: str | None,
+    cpu: int | None,
+    ram: int | None,
+    count: int,
+    name: str | None,
+    ssh_key_files: tuple[str, ...],
+    user_data: str | None,
+    context_pairs: tuple[str, ...],
+    host_tags: tuple[str, ...],
+    ids_file: str | None,
+    wait_for: str,
+    timeout: float,
+) -> None:
     """Run COUNT VMs of IMAGE."""
     spec: dict[str, Any] = {"image": image, "count": count}
     if instance_type:
@@ -118,7 +170,11 @@ def run(ctx: CliContext, image: str, instance_type: str | None, cpu: int | None,
 def list_(ctx: CliContext, all_owners: bool) -> None:
     """List your VMs."""
     with ctx.client() as api:
-        emit(api.list_vms(all_owners=all_owners), ctx.output, ("owner", *VM_COLUMNS) if all_owners else VM_COLUMNS)
+        emit(
+            api.list_vms(all_owners=all_owners),
+            ctx.output,
+            ("owner", *VM_COLUMNS) if all_owners else VM_COLUMNS,
+        )
 
 
 @vm.command("show")
@@ -174,7 +230,9 @@ def reboot(ctx: CliContext, vm_id: str) -> None:
 
 @vm.command("console")
 @click.argument("vm_id")
-@click.option("--tail", type=click.IntRange(1), default=65536, show_default=True, help="Bytes from the end.")
+@click.option(
+    "--tail", type=click.IntRange(1), default=65536, show_default=True, help="Bytes from the end."
+)
 @pass_ctx
 def console(ctx: CliContext, vm_id: str, tail: int) -> None:
     """Print a VM's serial console output."""

@@ -80,7 +80,9 @@ class VMCreateRequest:
             raise ValueError("vm_id and idempotency_key are required")
         if not self.image or not self.name:
             raise ValueError("image and name are required")
-        if self.instance_type is not None and (self.vcpus is not None or self.memory_mib is not None):
+        if self.instance_type is not None and (
+            self.vcpus is not None or self.memory_mib is not None
+        ):
             raise ValueError("give either instance_type or vcpus/memory_mib, not both")
         if self.instance_type is None and (self.vcpus is None or self.memory_mib is None):
             raise ValueError("give instance_type, or vcpus and memory_mib")

@@ -2,8 +2,9 @@
 
 Site API used (JSON; errors are ``{"error": {"code", "message"}}``)::
 
-    POST   /api/v1/vms          {image, name, instance_type | vcpus + memory_mib, count: 1, ...}
-                                Idempotency-Key: <key>     -> 202 {id, state, ...} (or {"vms": [...]})
+    POST   /api/v1/vms          {image, name, instance_type | vcpus + memory_mib, count: 1}
+                                Idempotency-Key: <key>
+                                -> 202 {id, state, ...} (or {"vms": [{id, state, ...}]})
     GET    /api/v1/vms/{id}     -> 200 {id, state, ...}; 404 if unknown
     GET    /api/v1/vms          -> 200 {"vms": [...]} (or a bare list)
     DELETE /api/v1/vms/{id}     -> 200/202/204; 404 if unknown (treated as success)
@@ -142,7 +143,8 @@ class PeerSiteProvider(ComputeProvider):
             raise SiteFailed(self.name, f"timeout after {policy.attempts} attempts") from exc
         except httpx.TransportError as exc:
             raise SiteFailed(
-                self.name, f"unreachable: {type(exc).__name__}: {exc} after {policy.attempts} attempts"
+                self.name,
+                f"unreachable: {type(exc).__name__}: {exc} after {policy.attempts} attempts",
             ) from exc
         raise AssertionError("unreachable: the retry loop returns or raises")
 
@@ -209,7 +211,9 @@ class PeerSiteProvider(ComputeProvider):
             vm = self._parse_vm(self._json(response))
             return _with_ids(vm, request)
         if status == 401:
-            raise SiteFailed(self.name, f"the site rejected the broker's credentials: {_error_text(response)}")
+            raise SiteFailed(
+                self.name, f"the site rejected the broker's credentials: {_error_text(response)}"
+            )
         if 400 <= status < 500:
             raise SiteRefused(self.name, _error_text(response))
         raise SiteFailed(self.name, f"unexpected answer HTTP {status} to a create")
@@ -238,7 +242,8 @@ class PeerSiteProvider(ComputeProvider):
         if response.status_code in (200, 202, 204, 404):
             return
         raise SiteFailed(
-            self.name, f"kill of {provider_id} answered HTTP {response.status_code} {_error_text(response)}"
+            self.name,
+            f"kill of {provider_id} answered HTTP {response.status_code} {_error_text(response)}",
         )
 
 

@@ -46,8 +46,11 @@ async def health(request: web.Request) -> web.Response:
     """GET /health: public liveness probe."""
     from importlib.metadata import version
 
-    return json_response(Health(status="ok", site=request.app[CONFIG].site.name,
-                                version=version("stratus-federation")))
+    return json_response(
+        Health(
+            status="ok", site=request.app[CONFIG].site.name, version=version("stratus-federation")
+        )
+    )
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -61,33 +64,73 @@ async def list_hosts(request: web.Request) -> web.Response:
     hosts = []
     for uri, host in request.app[HOSTS].hosts.items():
         cpus, mem, count = usage.get(uri, (0, 0, 0))
-        hosts.append(HostPublic(
-            uri=uri, available=host.info is not None,
-            accel=host.info.accel.value if host.info else None,
-            cpus=host.info.cpus if host.info else None,
-            memory_mib=host.info.memory_mib if host.info else None,
-            used_vcpus=cpus, used_memory_mib=mem, vms=count, tags=list(host.config.tags),
-        ))
+        hosts.append(
+            HostPublic(
+                uri=uri,
+                available=host.info is not None,
+                accel=host.info.accel.value if host.info else None,
+                cpus=host.info.cpus if host.info else None,
+                memory_mib=host.info.memory_mib if host.info else None,
+                used_vcpus=cpus,
+                used_memory_mib=mem,
+                vms=count,
+                tags=list(host.config.tags),
+            )
+        )
     return json_response(HostList(hosts=hosts))
 
 
 async def list_quarantine(request: web.Request) -> web.Response:
     _require_admin(principal_of(request))
     entries = await request.app[QUARANTINE].list_async()
-    return json_response(QuarantineList(entries=[
-        QuarantineEntryPublic(vm_id=e.vm_id, owner=e.owner, quarantined_at=e.quarantined_at,
-                              expires_at=e.expires_at) for e in entries
-    ]))
+    return json_response(
+        QuarantineList(
+            entries=[
+                QuarantineEntryPublic(
+                    vm_id=e.vm_id,
+                    owner=e.owner,
+                    quarantined_at=e.quarantined_at,
+                    expires_at=e.expires_at,
+                )
+                for e in entries
+            ]
+        )
+    )
 
 
 def routes() -> list[RouteSpec]:
     return [
-        RouteSpec("GET", "/health", health, "Liveness and version", response_model=Health, public=True,
-                  tags=("site",)),
-        RouteSpec("GET", "/images", list_images, "Images this site can boot", response_model=ImageList,
-                  tags=("images",)),
-        RouteSpec("GET", "/hosts", list_hosts, "Hypervisor hosts and their load (admin)",
-                  response_model=HostList, tags=("site",)),
-        RouteSpec("GET", "/quarantine", list_quarantine, "Quarantined VM files (admin)",
-                  response_model=QuarantineList, tags=("site",)),
+        RouteSpec(
+            "GET",
+            "/health",
+            health,
+            "Liveness and version",
+            response_model=Health,
+            public=True,
+            tags=("site",),
+        ),
+        RouteSpec(
+            "GET",
+            "/images",
+            list_images,
+            "Images this site can boot",
+            response_model=ImageList,
+            tags=("images",),
+        ),
+        RouteSpec(
+            "GET",
+            "/hosts",
+            list_hosts,
+            "Hypervisor hosts and their load (admin)",
+            response_model=HostList,
+            tags=("site",),
+        ),
+        RouteSpec(
+            "GET",
+            "/quarantine",
+            list_quarantine,
+            "Quarantined VM files (admin)",
+            response_model=QuarantineList,
+            tags=("site",),
+        ),
     ]

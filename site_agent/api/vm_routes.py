@@ -14,6 +14,7 @@ from core.errors import BadRequest, NotFound
 from core.http import json_response, read_json, read_query
 from site_agent.api.keys import LAYOUT, VM_MANAGER
 from site_agent.vms.console import read_tail
+from site_agent.vms.states import VmState
 from site_agent.vms.models import (
     ConsoleOutput,
     Vm,
@@ -118,31 +119,90 @@ async def vm_console(request: web.Request) -> web.Response:
 async def vm_events(request: web.Request) -> web.Response:
     vm_id = _vm_id(request)
     events = await request.app[VM_MANAGER].events_for(principal_of(request), vm_id)
-    return json_response(VmEventList(
-        vm_id=vm_id,
-        events=[VmEventPublic(at=e.at, from_state=e.from_state, to_state=e.to_state, reason=e.reason)
-                for e in events],
-    ))
+    return json_response(
+        VmEventList(
+            vm_id=vm_id,
+            events=[
+                VmEventPublic(
+                    at=e.at, from_state=VmState(e.from_state) if e.from_state else None, to_state=VmState(e.to_state) if e.to_state else None, reason=e.reason
+                )
+                for e in events
+            ],
+        )
+    )
 
 
 def routes() -> list[RouteSpec]:
     tags = ("vms",)
     return [
-        RouteSpec("GET", "/vms", list_vms, "List the caller's VMs", response_model=VmList,
-                  query_model=ListQuery, tags=tags),
-        RouteSpec("POST", "/vms", create_vms, "Create VMs (202; Idempotency-Key honoured)",
-                  request_model=VmCreate, response_model=VmList, status=202, tags=tags),
-        RouteSpec("GET", "/vms/{vm_id}", show_vm, "Show a VM (optionally wait for running/ready)",
-                  response_model=VmPublic, query_model=ShowQuery, tags=tags),
-        RouteSpec("DELETE", "/vms/{vm_id}", kill_vm, "Kill a VM: destroy now, free everything",
-                  response_model=VmPublic, tags=tags),
-        RouteSpec("POST", "/vms/{vm_id}/stop", stop_vm, "Stop a VM cleanly (ACPI), destroy after timeout",
-                  response_model=VmPublic, status=202, tags=tags),
-        RouteSpec("POST", "/vms/{vm_id}/reboot", reboot_vm, "Reboot a VM (hard reset)",
-                  response_model=VmPublic, tags=tags),
-        RouteSpec("GET", "/vms/{vm_id}/console", vm_console, "Serial console output",
-                  response_model=ConsoleOutput, query_model=ConsoleQuery, tags=tags),
-        RouteSpec("GET", "/vms/{vm_id}/events", vm_events, "A VM's event log",
-                  response_model=VmEventList, tags=tags),
+        RouteSpec(
+            "GET",
+            "/vms",
+            list_vms,
+            "List the caller's VMs",
+            response_model=VmList,
+            query_model=ListQuery,
+            tags=tags,
+        ),
+        RouteSpec(
+            "POST",
+            "/vms",
+            create_vms,
+            "Create VMs (202; Idempotency-Key honoured)",
+            request_model=VmCreate,
+            response_model=VmList,
+            status=202,
+            tags=tags,
+        ),
+        RouteSpec(
+            "GET",
+            "/vms/{vm_id}",
+            show_vm,
+            "Show a VM (optionally wait for running/ready)",
+            response_model=VmPublic,
+            query_model=ShowQuery,
+            tags=tags,
+        ),
+        RouteSpec(
+            "DELETE",
+            "/vms/{vm_id}",
+            kill_vm,
+            "Kill a VM: destroy now, free everything",
+            response_model=VmPublic,
+            tags=tags,
+        ),
+        RouteSpec(
+            "POST",
+            "/vms/{vm_id}/stop",
+            stop_vm,
+            "Stop a VM cleanly (ACPI), destroy after timeout",
+            response_model=VmPublic,
+            status=202,
+            tags=tags,
+        ),
+        RouteSpec(
+            "POST",
+            "/vms/{vm_id}/reboot",
+            reboot_vm,
+            "Reboot a VM (hard reset)",
+            response_model=VmPublic,
+            tags=tags,
+        ),
+        RouteSpec(
+            "GET",
+            "/vms/{vm_id}/console",
+            vm_console,
+            "Serial console output",
+            response_model=ConsoleOutput,
+            query_model=ConsoleQuery,
+            tags=tags,
+        ),
+        RouteSpec(
+            "GET",
+            "/vms/{vm_id}/events",
+            vm_events,
+            "A VM's event log",
+            response_model=VmEventList,
+            tags=tags,
+        ),
     ]
-

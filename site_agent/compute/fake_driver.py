@@ -60,7 +60,7 @@ class FakeDomain:
 
 
 class FakeDriver(HypervisorDriver):
-    """In-memory hypervisor host with ``cpus`` CPUs and ``memory_mib`` MiB (see module docstring)."""
+    """In-memory host with ``cpus`` CPUs and ``memory_mib`` MiB (see the module docstring)."""
 
     def __init__(
         self,
@@ -98,7 +98,7 @@ class FakeDriver(HypervisorDriver):
         self.reachable = False
 
     def crash(self, vm_id: str) -> None:
-        """The guest crashed (``on_crash=destroy`` would make it SHUTOFF; the fake keeps CRASHED)."""
+        """The guest crashed: ``CRASHED`` until it is started again (as with libvirt)."""
         self.domains[vm_id].state = DomainState.CRASHED
 
     def guest_poweroff(self, vm_id: str) -> None:
@@ -192,10 +192,10 @@ class FakeDriver(HypervisorDriver):
             dom.state = DomainState.SHUTOFF
 
     async def destroy(self, vm_id: str) -> None:
-        """Hard power-off; missing or stopped is fine."""
+        """Hard power-off; missing or stopped is fine (a crashed domain stays ``CRASHED``)."""
         await self._enter("destroy")
         dom = self.domains.get(vm_id)
-        if dom is not None:
+        if dom is not None and dom.state is not DomainState.CRASHED:
             dom.state = DomainState.SHUTOFF
 
     async def undefine(self, vm_id: str) -> None:

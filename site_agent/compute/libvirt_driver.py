@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: libvirt ``virDomainState`` -> Stratus ``DomainState`` (libcloud's ``NODE_STATE_MAP`` idea).
+#: One refinement on top (``_map_state``): SHUTOFF with reason CRASHED is ``CRASHED``, because
+#: ``<on_crash>destroy</on_crash>`` turns a guest crash into a shut-off domain.
 STATE_MAP: dict[int, DomainState] = {
     # qemu reports NOSTATE only while a domain's process is being set up: it exists and is live.
     libvirt.VIR_DOMAIN_NOSTATE: DomainState.RUNNING,
@@ -470,15 +472,18 @@ class LibvirtDriver(HypervisorDriver):
         if dom is None:
             return DomainState.MISSING
         try:
-            code, _reason = dom.state()
+            code, reason = dom.state()
         except libvirt.libvirtError as exc:
             if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                 return DomainState.MISSING
             raise self._error(exc, ComputeError, f"state of {vm_id}", conn) from exc
-        return self._map_state(code)
+        return self._map_state(code, reason)
 
     @staticmethod
-    def _map_state(code: int) -> DomainState:
+    def _map_state(code: int, reason: int = 0) -> DomainState:
+        """``STATE_MAP``, except that a domain shut off by a crash is ``CRASHED``."""
+        if code == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+            return DomainState.CRASHED
         try:
             return STATE_MAP[code]
         except KeyError:
@@ -500,12 +505,12 @@ class LibvirtDriver(HypervisorDriver):
                 name = dom.name()
                 if not name.startswith(DOMAIN_PREFIX):
                     continue
-                code, _reason = dom.state()
+                code, reason = dom.state()
             except libvirt.libvirtError as exc:
                 if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                     continue  # vanished while listing
                 raise self._error(exc, ComputeError, "list domains", conn) from exc
-            result[name[len(DOMAIN_PREFIX) :]] = self._map_state(code)
+            result[name[len(DOMAIN_PREFIX) :]] = self._map_state(code, reason)
         return result
 
     async def list_domains(self) -> dict[str, DomainState]:

@@ -64,7 +64,9 @@ class ImageCatalog:
             raise UnknownImage(name)
         missing = [str(p) for p in self._files(image) if not p.is_file()]
         if missing:
-            raise ImageUnavailable(f"image {name!r} is missing files on this site: {', '.join(missing)}")
+            raise ImageUnavailable(
+                f"image {name!r} is missing files on this site: {', '.join(missing)}"
+            )
         return BootImage(
             name=image.name,
             disk=image.disk,

@@ -6,6 +6,7 @@ Errors: ``QemuImgError`` carries qemu-img's own message (one line).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,22 @@ async def _run(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         "qemu-img", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await proc.communicate()
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        # A cancelled create must not leave qemu-img running or its pipes open.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.communicate()
+        raise
     if proc.returncode != 0:
         raise QemuImgError(err.decode(errors="replace").strip() or f"qemu-img {args[0]} failed")
     return out.decode()
 
 
-async def create_overlay(base: Path, base_format: str, dest: Path, size_bytes: int | None = None) -> None:
+async def create_overlay(
+    base: Path, base_format: str, dest: Path, size_bytes: int | None = None
+) -> None:
     """Create ``dest`` as a qcow2 copy-on-write overlay on ``base``.
 
     The overlay starts empty whatever the base's size, so creating it takes

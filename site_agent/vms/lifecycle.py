@@ -26,8 +26,8 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from auth.principal import Principal
+from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from site_agent.compute.driver import DiskSpec, DomainSpec, DomainState
 from site_agent.compute.errors import ComputeError, NoHostAvailable
 from site_agent.compute.hosts import choose_host
@@ -84,14 +84,20 @@ class VmManager:
     def _lock(self, vm_id: str) -> asyncio.Lock:
         return self._locks.setdefault(vm_id, asyncio.Lock())
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], registry: dict[str, Any] | None = None,
-               key: str | None = None) -> asyncio.Task[Any]:
+    def _spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        registry: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         if registry is not None and key is not None:
             registry[key] = task
-            task.add_done_callback(lambda _t: registry.pop(key, None) if registry.get(key) is _t else None)
+            task.add_done_callback(
+                lambda _t: registry.pop(key, None) if registry.get(key) is _t else None
+            )
         return task
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -114,10 +120,12 @@ class VmManager:
             raise NotFound(f"no VM with id {vm_id!r}")
         return vm
 
-    async def list_for(self, principal: Principal, *, every_owner: bool, include_done: bool) -> list[Vm]:
+    async def list_for(
+        self, principal: Principal, *, every_owner: bool, include_done: bool
+    ) -> list[Vm]:
         """The caller's VMs; with ``every_owner`` an admin gets everyone's."""
         owner = None if (every_owner and principal.is_admin) else principal.account
-        rows: list[Vm] = await self._db(self.repo.list, owner, include_terminal=include_done)
+        rows: list[Vm] = await self._db(self.repo.list_vms, owner, include_terminal=include_done)
         return rows
 
     async def events_for(self, principal: Principal, vm_id: str) -> list[VmEvent]:
@@ -128,8 +136,10 @@ class VmManager:
 
     # ----- create --------------------------------------------------------
 
-    async def create(self, principal: Principal, request: VmCreate, idempotency_key: str | None) -> list[Vm]:
-        """Accept a create request: place each VM on a host, store it as ``pending``, start provisioning.
+    async def create(
+        self, principal: Principal, request: VmCreate, idempotency_key: str | None
+    ) -> list[Vm]:
+        """Accept a create: place each VM on a host, store it ``pending``, start provisioning.
 
         With an ``idempotency_key`` a repeated request returns the VMs made the
         first time and makes nothing new.
@@ -142,7 +152,8 @@ class VmManager:
                 return earlier
         if request.count > self.policy.max_count_per_request:
             raise ValidationFailed(
-                f"count {request.count} is above this site's limit of {self.policy.max_count_per_request}"
+                f"count {request.count} is above this site's limit of "
+                f"{self.policy.max_count_per_request}"
             )
         image = self._resolve_image(request.image)
         instance_type, vcpus, memory = request.sizing()
@@ -153,8 +164,12 @@ class VmManager:
             vms: list[Vm] = []
             for index in range(request.count):
                 try:
-                    host = choose_host(loads, vcpus=vcpus, memory_mib=memory,
-                                       required_tags=frozenset(request.host_tags))
+                    host = choose_host(
+                        loads,
+                        vcpus=vcpus,
+                        memory_mib=memory,
+                        required_tags=frozenset(request.host_tags),
+                    )
                 except NoHostAvailable as exc:
                     raise Conflict(
                         f"no host can take a VM of {vcpus} vCPU / {memory} MiB"
@@ -164,20 +179,35 @@ class VmManager:
                     ) from exc
                 # Count this VM before placing the next one of the same request.
                 loads[loads.index(host)] = dataclasses.replace(
-                    host, used_cpus=host.used_cpus + vcpus,
-                    used_memory_mib=host.used_memory_mib + memory, running_vms=host.running_vms + 1,
+                    host,
+                    used_cpus=host.used_cpus + vcpus,
+                    used_memory_mib=host.used_memory_mib + memory,
+                    running_vms=host.running_vms + 1,
                 )
                 name = base_name if request.count == 1 else f"{base_name}-{index}"
-                vms.append(Vm(
-                    id=str(uuid.uuid4()), owner=principal.account, name=name, image=image.name,
-                    vcpus=vcpus, memory_mib=memory, instance_type=instance_type, host_uri=host.uri,
-                    ssh_keys=list(request.ssh_keys), context=dict(request.context),
-                    user_data=request.user_data,
-                ))
+                vms.append(
+                    Vm(
+                        id=str(uuid.uuid4()),
+                        owner=principal.account,
+                        name=name,
+                        image=image.name,
+                        vcpus=vcpus,
+                        memory_mib=memory,
+                        instance_type=instance_type,
+                        host_uri=host.uri,
+                        ssh_keys=list(request.ssh_keys),
+                        context=dict(request.context),
+                        user_data=request.user_data,
+                    )
+                )
             record = None
             if idempotency_key is not None:
-                record = IdempotencyRecord(owner=principal.account, key=idempotency_key,
-                                           request_hash=digest, vm_ids=[vm.id for vm in vms])
+                record = IdempotencyRecord(
+                    owner=principal.account,
+                    key=idempotency_key,
+                    request_hash=digest,
+                    vm_ids=[vm.id for vm in vms],
+                )
             stored = await self._db(self.repo.insert, vms, "create request accepted", record)
         if not stored:
             # A concurrent request with the same key won the race: answer with its VMs.
@@ -188,9 +218,13 @@ class VmManager:
             self._spawn(self._provision(vm.id, image), self._provisioning, vm.id)
         return vms
 
-    async def _find_idempotent(self, principal: Principal, key: str, digest: str) -> list[Vm] | None:
+    async def _find_idempotent(
+        self, principal: Principal, key: str, digest: str
+    ) -> list[Vm] | None:
         try:
-            result: list[Vm] | None = await self._db(self.repo.find_idempotent, principal.account, key, digest)
+            result: list[Vm] | None = await self._db(
+                self.repo.find_idempotent, principal.account, key, digest
+            )
         except IdempotencyConflict as exc:
             raise Conflict(
                 "Idempotency-Key was already used with a different request body",
@@ -203,7 +237,8 @@ class VmManager:
             return self.images.resolve(name)
         except UnknownImage as exc:
             raise ValidationFailed(
-                f"unknown image {name!r}", details=[{"field": "image", "problem": "no such image at this site"}]
+                f"unknown image {name!r}",
+                details=[{"field": "image", "problem": "no such image at this site"}],
             ) from exc
         except ImageUnavailable as exc:
             raise Conflict(str(exc), code="image_unavailable") from exc
@@ -226,11 +261,15 @@ class VmManager:
         assert vm.host_uri is not None
         driver = self.hosts.driver(vm.host_uri)
         try:
-            await self._transition(vm_id, VmState.PROLOG, f"preparing disks and context on {vm.host_uri}")
+            await self._transition(
+                vm_id, VmState.PROLOG, f"preparing disks and context on {vm.host_uri}"
+            )
             spec = await self._prepare_files(vm, image)
             await self._transition(vm_id, VmState.BOOT, "starting domain")
             await driver.start(spec)
-            await self._transition(vm_id, VmState.RUNNING, "domain running; waiting for guest readiness")
+            await self._transition(
+                vm_id, VmState.RUNNING, "domain running; waiting for guest readiness"
+            )
             self._start_watcher(vm_id, 0)
         except asyncio.CancelledError:
             await self._cleanup_failed_create(vm_id, vm.host_uri)
@@ -241,7 +280,9 @@ class VmManager:
         except Exception as exc:  # a bug: still fail cleanly, but log the traceback
             log.exception("unexpected error provisioning VM %s", vm_id)
             await self._cleanup_failed_create(vm_id, vm.host_uri)
-            await self._transition(vm_id, VmState.FAILED, f"create failed: internal error ({type(exc).__name__})")
+            await self._transition(
+                vm_id, VmState.FAILED, f"create failed: internal error ({type(exc).__name__})"
+            )
 
     async def _prepare_files(self, vm: Vm, image: BootImage) -> DomainSpec:
         vm_dir = self.layout.vm_dir(vm.id)
@@ -288,9 +329,15 @@ class VmManager:
 
     async def _watch_ready(self, vm_id: str, offset: int) -> None:
         timeout = self.policy.ready_timeout_seconds
-        found = await wait_for_ready(self.layout.console_log(vm_id), vm_id, offset=offset, timeout=timeout)
+        found = await wait_for_ready(
+            self.layout.console_log(vm_id), vm_id, offset=offset, timeout=timeout
+        )
         if found is None:
-            await self._db(self.repo.add_event, vm_id, f"no readiness line on the console within {timeout:.0f} s")
+            await self._db(
+                self.repo.add_event,
+                vm_id,
+                f"no readiness line on the console within {timeout:.0f} s",
+            )
             return
         ip = f" with address {found.ip}" if found.ip else " (no address)"
         await self._db(self.repo.update, vm_id, f"guest ready{ip}", ready=True, ip=found.ip)
@@ -308,9 +355,13 @@ class VmManager:
         async with self._lock(vm_id):
             vm = await self.get_for(principal, vm_id)
             if vm.state != VmState.RUNNING:
-                raise Conflict(f"VM {vm_id} is {vm.state}; only a running VM can be stopped",
-                               code="invalid_state")
-            vm = await self._transition(vm_id, VmState.SHUTDOWN, "stop requested: ACPI shutdown sent")
+                raise Conflict(
+                    f"VM {vm_id} is {vm.state}; only a running VM can be stopped",
+                    code="invalid_state",
+                )
+            vm = await self._transition(
+                vm_id, VmState.SHUTDOWN, "stop requested: ACPI shutdown sent"
+            )
         self._spawn(self._finish_stop(vm_id))
         return vm
 
@@ -324,9 +375,12 @@ class VmManager:
                 await driver.shutdown(vm_id)
                 clean = await self._wait_gone(vm_id, vm.host_uri, self.policy.stop_timeout_seconds)
                 if not clean:
-                    await self._db(self.repo.add_event, vm_id,
-                                   f"guest did not power off within {self.policy.stop_timeout_seconds:.0f} s;"
-                                   " destroying it")
+                    await self._db(
+                        self.repo.add_event,
+                        vm_id,
+                        f"guest did not power off within {self.policy.stop_timeout_seconds:.0f} s;"
+                        " destroying it",
+                    )
                 how = "guest powered off cleanly" if clean else "destroyed after stop timeout"
             except ComputeError as exc:
                 how = f"shutdown failed ({exc}); destroyed"
@@ -369,8 +423,10 @@ class VmManager:
             except ComputeError as exc:
                 # The VM stays in ``shutdown``; a retried kill or the monitor finishes it.
                 await self._db(self.repo.add_event, vm.id, f"hypervisor error while freeing: {exc}")
-                raise Unavailable(f"hypervisor error on {vm.host_uri}: {exc}; retry the kill",
-                                  code="hypervisor_error") from exc
+                raise Unavailable(
+                    f"hypervisor error on {vm.host_uri}: {exc}; retry the kill",
+                    code="hypervisor_error",
+                ) from exc
         expires = await self._db(self.quarantine.put, vm.id, vm.owner)
         note = f"; disks quarantined until {expires:%Y-%m-%d %H:%M:%S} UTC" if expires else ""
         return await self._transition(vm.id, VmState.DONE, how + note, ready=False)
@@ -380,8 +436,10 @@ class VmManager:
         async with self._lock(vm_id):
             vm = await self.get_for(principal, vm_id)
             if vm.state != VmState.RUNNING:
-                raise Conflict(f"VM {vm_id} is {vm.state}; only a running VM can be rebooted",
-                               code="invalid_state")
+                raise Conflict(
+                    f"VM {vm_id} is {vm.state}; only a running VM can be rebooted",
+                    code="invalid_state",
+                )
             assert vm.host_uri is not None
             offset = log_size(self.layout.console_log(vm_id))
             await self.hosts.driver(vm.host_uri).reboot(vm_id)
@@ -390,15 +448,19 @@ class VmManager:
             await self._notify()
             return vm
 
-    async def wait_for(self, principal: Principal, vm_id: str, condition: str, timeout: float) -> Vm:
+    async def wait_for(
+        self, principal: Principal, vm_id: str, condition: str, timeout: float
+    ) -> Vm:
         """Wait until the VM is ``running``/``ready``/terminal or ``timeout`` passes; returns it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             vm = await self.get_for(principal, vm_id)
             state = VmState(vm.state)
-            if state.is_terminal or (condition == "running" and state == VmState.RUNNING) or (
-                condition == "ready" and vm.ready
+            if (
+                state.is_terminal
+                or (condition == "running" and state == VmState.RUNNING)
+                or (condition == "ready" and vm.ready)
             ):
                 return vm
             remaining = deadline - loop.time()
@@ -426,7 +488,7 @@ class VmManager:
         """
         actions: list[str] = []
         busy = set(self._provisioning) | {k for k, lock in self._locks.items() if lock.locked()}
-        rows: list[Vm] = await self._db(self.repo.list, None)
+        rows: list[Vm] = await self._db(self.repo.list_vms, None)
         by_id = {vm.id: vm for vm in rows}
         for uri, host in self.hosts.hosts.items():
             if host.info is None:
@@ -446,28 +508,38 @@ class VmManager:
                 await host.driver.undefine(vm_id)
                 owner = vm.owner if vm is not None else "unknown"
                 await self._db(self.quarantine.put, vm_id, owner)
-                actions.append(f"orphan domain {vm_id} on {uri} ({dstate}) destroyed; files quarantined")
+                actions.append(
+                    f"orphan domain {vm_id} on {uri} ({dstate}) destroyed; files quarantined"
+                )
             for vm in rows:
                 if vm.host_uri != uri or vm.id in busy or not VmState(vm.state).holds_resources:
                     continue
-                actions.extend(await self._reconcile_row(vm, domains.get(vm.id, DomainState.MISSING)))
+                actions.extend(
+                    await self._reconcile_row(vm, domains.get(vm.id, DomainState.MISSING))
+                )
         for action in actions:
             log.warning("reconcile: %s", action)
         return actions
 
     async def _reconcile_row(self, vm: Vm, dstate: DomainState) -> list[str]:
         state = VmState(vm.state)
-        if state in (VmState.PENDING, VmState.PROLOG) or (state == VmState.BOOT and dstate in _GONE):
+        if state in (VmState.PENDING, VmState.PROLOG) or (
+            state == VmState.BOOT and dstate in _GONE
+        ):
             assert vm.host_uri is not None
             await self._cleanup_failed_create(vm.id, vm.host_uri)
-            await self._transition(vm.id, VmState.FAILED, "agent restarted while the VM was being created")
+            await self._transition(
+                vm.id, VmState.FAILED, "agent restarted while the VM was being created"
+            )
             return [f"VM {vm.id} was being created when the agent stopped: failed, files removed"]
         if state == VmState.SHUTDOWN:
             await self._release(vm, "stop completed after agent restart")
             return [f"VM {vm.id} was shutting down: finished"]
         if dstate == DomainState.RUNNING:
             if state == VmState.BOOT:
-                await self._transition(vm.id, VmState.RUNNING, "domain found running after agent restart")
+                await self._transition(
+                    vm.id, VmState.RUNNING, "domain found running after agent restart"
+                )
             if not vm.ready:
                 self._start_watcher(vm.id, 0)
             return [] if state == VmState.RUNNING else [f"VM {vm.id} found running"]

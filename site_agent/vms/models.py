@@ -1,4 +1,4 @@
-"""VM persistence and API shapes (SQLModel ``XBase`` / ``X(table=True)`` / ``XCreate`` / ``XPublic``).
+"""VM persistence and API shapes (``XBase``/``X(table=True)``/``XCreate``/``XPublic``).
 
 Table classes never leave the persistence layer: handlers return ``VmPublic``.
 """
@@ -9,7 +9,8 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, Field as PydField, field_validator, model_validator
+from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import Field as PydField
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -120,12 +121,16 @@ class VmCreate(SQLModel):
             if not CONTEXT_KEY.match(key):
                 raise ValueError(f"context key {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
             if len(value) > 4096 or "\x00" in value or "\n" in value:
-                raise ValueError(f"context value for {key!r} must be one line of at most 4096 chars")
+                raise ValueError(
+                    f"context value for {key!r} must be one line of at most 4096 chars"
+                )
         return context
 
     @model_validator(mode="after")
     def _sizing(self) -> VmCreate:
-        if self.instance_type is not None and (self.vcpus is not None or self.memory_mib is not None):
+        if self.instance_type is not None and (
+            self.vcpus is not None or self.memory_mib is not None
+        ):
             raise ValueError("give either instance_type or vcpus/memory_mib, not both")
         if (self.vcpus is None) != (self.memory_mib is None):
             raise ValueError("vcpus and memory_mib go together")

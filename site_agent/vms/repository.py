@@ -11,7 +11,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-
 from core.db import session_scope, utcnow
 from site_agent.vms.models import IdempotencyRecord, Vm, VmEvent
 from site_agent.vms.states import VmState, check_transition
@@ -74,7 +73,7 @@ class VmRepository:
         with session_scope(self.engine) as session:
             return session.get(Vm, vm_id)
 
-    def list(self, owner: str | None = None, *, include_terminal: bool = True) -> list[Vm]:
+    def list_vms(self, owner: str | None = None, *, include_terminal: bool = True) -> list[Vm]:
         """VMs of ``owner`` (all owners when None), newest first."""
         with session_scope(self.engine) as session:
             query = select(Vm)
@@ -86,7 +85,7 @@ class VmRepository:
 
     def active_on_hosts(self) -> list[Vm]:
         """VMs that hold host resources (any non-terminal state)."""
-        return self.list(None, include_terminal=False)
+        return self.list_vms(None, include_terminal=False)
 
     def transition(self, vm_id: str, target: VmState, reason: str, **fields: Any) -> Vm:
         """Move ``vm_id`` to ``target`` (checked), set ``fields``, and log the event."""

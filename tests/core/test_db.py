@@ -29,7 +29,9 @@ def test_timestamps_round_trip_as_utc(database_url: str) -> None:
         assert row.at == written
         assert row.at.tzinfo == UTC
         assert row.at.hour == 22
-        later = session.exec(select(Stamp).where(Stamp.at > datetime(2026, 11, 24, 22, 0, tzinfo=UTC))).all()
+        later = session.exec(
+            select(Stamp).where(Stamp.at > datetime(2026, 11, 24, 22, 0, tzinfo=UTC))
+        ).all()
         assert len(later) == 1
     engine.dispose()
 

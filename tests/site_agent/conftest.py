@@ -38,11 +38,13 @@ def site_config(state_dir: Path, database_url: str, image: Path, **overrides: An
         "site": {"name": "test-site", "state_dir": state_dir, "database_url": database_url},
         "hosts": [{"uri": "fake://host-a"}, {"uri": "fake://host-b"}],
         "images": [{"name": "tiny", "disk": image}],
-        "auth": {"tokens": [
-            {"token_hash": hash_token(TOKENS["alice"]), "account": "alice"},
-            {"token_hash": hash_token(TOKENS["bob"]), "account": "bob"},
-            {"token_hash": hash_token(TOKENS["root"]), "account": "root", "admin": True},
-        ]},
+        "auth": {
+            "tokens": [
+                {"token_hash": hash_token(TOKENS["alice"]), "account": "alice"},
+                {"token_hash": hash_token(TOKENS["bob"]), "account": "bob"},
+                {"token_hash": hash_token(TOKENS["root"]), "account": "root", "admin": True},
+            ]
+        },
         "vm": {"stop_timeout_seconds": 2},
     }
     for key, value in overrides.items():
@@ -64,8 +66,9 @@ class FakeSite:
         return vm
 
     async def wait(self, vm_id: str, goal: str = "ready", user: str = "alice") -> dict[str, Any]:
-        resp = await self.client.get(f"/api/v1/vms/{vm_id}", params={"wait": goal, "timeout": "10"},
-                                     headers=auth(user))
+        resp = await self.client.get(
+            f"/api/v1/vms/{vm_id}", params={"wait": goal, "timeout": "10"}, headers=auth(user)
+        )
         assert resp.status == 200, await resp.text()
         vm: dict[str, Any] = await resp.json()
         return vm
@@ -75,20 +78,29 @@ class FakeSite:
 async def make_site(
     aiohttp_client: Any, tmp_path: Path, database_url: str, small_image: Path
 ) -> AsyncIterator[Callable[..., Any]]:
-    """Build a site on fake hosts: ``await make_site(hosts={"fake://a": (cpus, mib)}, **config)``."""
+    """A site on fake hosts: ``await make_site(hosts={"fake://a": (cpus, mib)}, **config)``."""
     from site_agent.app import build_site_app
 
-    async def factory(hosts: dict[str, tuple[int, int]] | None = None, **overrides: Any) -> FakeSite:
+    async def factory(
+        hosts: dict[str, tuple[int, int]] | None = None,
+        drivers: dict[str, FakeDriver] | None = None,
+        **overrides: Any,
+    ) -> FakeSite:
+        """A site app; pass ``drivers`` from an earlier site to simulate an agent restart."""
         hosts = hosts or {"fake://host-a": (8, 16384), "fake://host-b": (8, 16384)}
-        overrides.setdefault("hosts", [{"uri": uri} for uri in hosts])
+        if drivers is None:
+            drivers = {uri: FakeDriver(uri, cpus=c, memory_mib=m) for uri, (c, m) in hosts.items()}
+        overrides.setdefault("hosts", [{"uri": uri} for uri in drivers])
         config = site_config(tmp_path / "state", database_url, small_image, **overrides)
-        drivers = {uri: FakeDriver(uri, cpus=c, memory_mib=m) for uri, (c, m) in hosts.items()}
-        pool = HostPool(Host(config=HostConfig(uri=uri, reserved_memory_mib=0, cpu_overcommit=1.0),
-                             driver=driver) for uri, driver in drivers.items())
+        pool = HostPool(
+            Host(
+                config=HostConfig(uri=uri, reserved_memory_mib=0, cpu_overcommit=1.0), driver=driver
+            )
+            for uri, driver in drivers.items()
+        )
         server = TestServer(build_site_app(config, hosts=pool))
         await server.start_server(**SERVER_LIMITS)
         client = await aiohttp_client(server)
         return FakeSite(client=client, drivers=drivers, config=config)
 
     yield factory
-

@@ -66,7 +66,9 @@ async def test_stop_powers_off_cleanly(make_site: Any) -> None:
         await asyncio.sleep(0.1)
         done = await site.wait(vm["id"], "running")
     assert done["state"] == "done"
-    events = (await (await site.client.get(f"/api/v1/vms/{vm['id']}/events", headers=auth("alice"))).json())
+    events = await (
+        await site.client.get(f"/api/v1/vms/{vm['id']}/events", headers=auth("alice"))
+    ).json()
     assert any("powered off cleanly" in e["reason"] for e in events["events"])
 
 
@@ -95,7 +97,9 @@ async def test_reboot_waits_for_readiness_again(make_site: Any) -> None:
     assert (await resp.json())["ready"] is False
     again = await site.wait(vm["id"])
     assert again["ready"] is True
-    console = await (await site.client.get(f"/api/v1/vms/{vm['id']}/console", headers=auth("alice"))).json()
+    console = await (
+        await site.client.get(f"/api/v1/vms/{vm['id']}/console", headers=auth("alice"))
+    ).json()
     assert console["output"].count("STRATUS-READY") == 2
 
 
@@ -134,7 +138,9 @@ async def test_monitor_finishes_an_interrupted_kill(make_site: Any) -> None:
     resp = await site.client.delete(f"/api/v1/vms/{vm['id']}", headers=auth("alice"))
     assert resp.status == 503
     for _ in range(50):
-        shown = await (await site.client.get(f"/api/v1/vms/{vm['id']}", headers=auth("alice"))).json()
+        shown = await (
+            await site.client.get(f"/api/v1/vms/{vm['id']}", headers=auth("alice"))
+        ).json()
         if shown["state"] == "done":
             break
         await asyncio.sleep(0.1)
@@ -148,7 +154,9 @@ async def test_monitor_notices_a_guest_that_powers_itself_off(make_site: Any) ->
     await site.wait(vm["id"])
     site.drivers["fake://h"].guest_poweroff(vm["id"])
     for _ in range(50):
-        shown = await (await site.client.get(f"/api/v1/vms/{vm['id']}", headers=auth("alice"))).json()
+        shown = await (
+            await site.client.get(f"/api/v1/vms/{vm['id']}", headers=auth("alice"))
+        ).json()
         if shown["state"] == "done":
             break
         await asyncio.sleep(0.1)
@@ -163,7 +171,9 @@ async def test_users_see_only_their_own_vms(make_site: Any) -> None:
     listed = await (await site.client.get("/api/v1/vms", headers=auth("alice"))).json()
     assert [v["id"] for v in listed["vms"]] == [mine["id"]]
     for method, path in (("GET", ""), ("DELETE", ""), ("POST", "/stop"), ("GET", "/console")):
-        resp = await site.client.request(method, f"/api/v1/vms/{theirs['id']}{path}", headers=auth("alice"))
+        resp = await site.client.request(
+            method, f"/api/v1/vms/{theirs['id']}{path}", headers=auth("alice")
+        )
         assert resp.status == 404, (method, path)
     admin = await (await site.client.get("/api/v1/vms?all=true", headers=auth("root"))).json()
     assert {v["id"] for v in admin["vms"]} == {mine["id"], theirs["id"]}
@@ -176,8 +186,9 @@ async def test_placement_spreads_and_refuses_when_full(make_site: Any) -> None:
     second = await site.create(vcpus=1, memory_mib=1024)
     third = await site.create(vcpus=1, memory_mib=1024)
     assert sorted([second["host"], third["host"]]) == ["fake://a", "fake://b"]
-    resp = await site.client.post("/api/v1/vms", json={"image": "tiny", "vcpus": 1, "memory_mib": 1024},
-                                  headers=auth("alice"))
+    resp = await site.client.post(
+        "/api/v1/vms", json={"image": "tiny", "vcpus": 1, "memory_mib": 1024}, headers=auth("alice")
+    )
     assert resp.status == 409
     error = (await resp.json())["error"]
     assert error["code"] == "no_capacity"
@@ -186,8 +197,9 @@ async def test_placement_spreads_and_refuses_when_full(make_site: Any) -> None:
 
 async def test_count_creates_several_with_suffixed_names(make_site: Any) -> None:
     site = await make_site()
-    resp = await site.client.post("/api/v1/vms", json={"image": "tiny", "count": 3, "name": "node"},
-                                  headers=auth("alice"))
+    resp = await site.client.post(
+        "/api/v1/vms", json={"image": "tiny", "count": 3, "name": "node"}, headers=auth("alice")
+    )
     assert resp.status == 202
     vms = (await resp.json())["vms"]
     assert [v["name"] for v in vms] == ["node-0", "node-1", "node-2"]
@@ -208,6 +220,8 @@ async def test_idempotency_key_makes_one_vm(make_site: Any) -> None:
     assert len(ids) == 1
     listed = await (await site.client.get("/api/v1/vms", headers=auth("alice"))).json()
     assert len(listed["vms"]) == 1
-    reused = await site.client.post("/api/v1/vms", json={"image": "tiny", "name": "other"}, headers=headers)
+    reused = await site.client.post(
+        "/api/v1/vms", json={"image": "tiny", "name": "other"}, headers=headers
+    )
     assert reused.status == 409
     assert (await reused.json())["error"]["code"] == "idempotency_key_reused"

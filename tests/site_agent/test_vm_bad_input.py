@@ -30,7 +30,11 @@ async def _assert_nothing_created(site: Any) -> None:
         ({"image": "tiny", "name": "</name><devices>"}, 422, "name"),
         ({"image": "tiny", "colour": "blue"}, 422, "colour"),
         ({"image": "tiny", "instance_type": "x9.huge"}, 422, "unknown instance type"),
-        ({"image": "tiny", "instance_type": "m1.small", "vcpus": 1, "memory_mib": 512}, 422, "either"),
+        (
+            {"image": "tiny", "instance_type": "m1.small", "vcpus": 1, "memory_mib": 512},
+            422,
+            "either",
+        ),
         ({"image": "tiny", "vcpus": 2}, 422, "go together"),
         ({"image": "tiny", "context": {"BAD KEY": "x"}}, 422, "context key"),
         ({"image": "tiny", "context": {"K": "a\nb"}}, 422, "one line"),
@@ -41,7 +45,9 @@ async def _assert_nothing_created(site: Any) -> None:
         ({}, 422, "image"),
     ],
 )
-async def test_bad_create_bodies(make_site: Any, body: dict[str, Any], status: int, needle: str) -> None:
+async def test_bad_create_bodies(
+    make_site: Any, body: dict[str, Any], status: int, needle: str
+) -> None:
     site = await make_site()
     resp = await site.client.post("/api/v1/vms", json=body, headers=auth("alice"))
     assert resp.status == status, await resp.text()
@@ -61,8 +67,9 @@ async def test_bad_create_bodies(make_site: Any, body: dict[str, Any], status: i
 )
 async def test_malformed_bodies(make_site: Any, raw: bytes, content_type: str, needle: str) -> None:
     site = await make_site()
-    resp = await site.client.post("/api/v1/vms", data=raw,
-                                  headers={**auth("alice"), "Content-Type": content_type})
+    resp = await site.client.post(
+        "/api/v1/vms", data=raw, headers={**auth("alice"), "Content-Type": content_type}
+    )
     assert resp.status == 400
     assert needle in (await resp.json())["error"]["message"]
     await _assert_nothing_created(site)
@@ -70,20 +77,36 @@ async def test_malformed_bodies(make_site: Any, raw: bytes, content_type: str, n
 
 async def test_oversized_body(make_site: Any) -> None:
     site = await make_site()
-    resp = await site.client.post("/api/v1/vms", data=io.BytesIO(b"{" + b" " * (2 << 20) + b"}"),
-                                  headers={**auth("alice"), "Content-Type": "application/json"})
+    resp = await site.client.post(
+        "/api/v1/vms",
+        data=io.BytesIO(b"{" + b" " * (2 << 20) + b"}"),
+        headers={**auth("alice"), "Content-Type": "application/json"},
+    )
     assert resp.status == 413
     assert (await resp.json())["error"]["code"] == "payload_too_large"
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token"},
-                                     {"Authorization": "Basic YWxpY2U6eA=="},
-                                     {"Authorization": "Bearer " + "x" * 20000}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": "Basic YWxpY2U6eA=="},
+        {"Authorization": "Bearer " + "x" * 20000},
+    ],
+)
 async def test_every_endpoint_needs_a_valid_token(make_site: Any, headers: dict[str, str]) -> None:
     site = await make_site()
-    for method, path in [("GET", "/vms"), ("POST", "/vms"), ("GET", "/images"), ("GET", "/hosts"),
-                         ("GET", "/vms/00000000-0000-4000-8000-000000000000/events")]:
-        resp = await site.client.request(method, "/api/v1" + path, headers=headers, json={"image": "tiny"})
+    for method, path in [
+        ("GET", "/vms"),
+        ("POST", "/vms"),
+        ("GET", "/images"),
+        ("GET", "/hosts"),
+        ("GET", "/vms/00000000-0000-4000-8000-000000000000/events"),
+    ]:
+        resp = await site.client.request(
+            method, "/api/v1" + path, headers=headers, json={"image": "tiny"}
+        )
         assert resp.status == 401, (method, path)
         error = (await resp.json())["error"]
         assert error["code"] == "unauthorized"
@@ -94,8 +117,15 @@ async def test_every_endpoint_needs_a_valid_token(make_site: Any, headers: dict[
 async def test_unknown_vm_ids(make_site: Any) -> None:
     site = await make_site()
     for vm_id in ("00000000-0000-4000-8000-000000000000", "not-a-uuid", "..%2F..%2Fetc"):
-        for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/reboot"), ("GET", "/events")):
-            resp = await site.client.request(method, f"/api/v1/vms/{vm_id}{suffix}", headers=auth("alice"))
+        for method, suffix in (
+            ("GET", ""),
+            ("DELETE", ""),
+            ("POST", "/reboot"),
+            ("GET", "/events"),
+        ):
+            resp = await site.client.request(
+                method, f"/api/v1/vms/{vm_id}{suffix}", headers=auth("alice")
+            )
             assert resp.status == 404, (vm_id, method, suffix)
             assert (await resp.json())["error"]["code"] == "not_found"
 
@@ -122,8 +152,11 @@ async def test_bad_query_parameters(make_site: Any) -> None:
 
 async def test_bad_idempotency_key(make_site: Any) -> None:
     site = await make_site()
-    resp = await site.client.post("/api/v1/vms", json={"image": "tiny"},
-                                  headers={**auth("alice"), "Idempotency-Key": "has spaces"})
+    resp = await site.client.post(
+        "/api/v1/vms",
+        json={"image": "tiny"},
+        headers={**auth("alice"), "Idempotency-Key": "has spaces"},
+    )
     assert resp.status == 400
     await _assert_nothing_created(site)
 

@@ -13,17 +13,25 @@
 #
 # Seed values are user-controlled: they are only ever expanded inside double
 # quotes, never evaluated, and written to /etc/stratus/context shell-quoted.
+#
+# For tests on a build host the script can be sourced with STRATUS_AGENT_LIB=1
+# (defines the functions, runs nothing) and STRATUS_AGENT_ROOT=<dir> (prefix
+# of every file the functions write).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
 
-RUN=/run/stratus
+R=${STRATUS_AGENT_ROOT:-}
+RUN=$R/run/stratus
 SEED=$RUN/cidata
-mkdir -p "$RUN" "$SEED" /etc/stratus /root
-chmod 0700 /root
+ETC=$R/etc
+ROOT_HOME=$R/root
+CONTEXT_FILE=$ETC/stratus/context
+AUTHORIZED_KEYS=$ROOT_HOME/.ssh/authorized_keys
 
 INSTANCE_ID=none
 LOCAL_HOSTNAME=
 IP=none
+SSH_KEYS=0
 
 log() {
     echo "stratus-agent: $*"
@@ -134,18 +142,19 @@ valid_key() {
 
 add_ssh_key() {
     [ -n "$1" ] || return 0
-    mkdir -p /root/.ssh
-    chmod 0700 /root/.ssh
-    printf '%s\n' "$1" >> /root/.ssh/authorized_keys
-    chmod 0600 /root/.ssh/authorized_keys
+    mkdir -p "$ROOT_HOME/.ssh"
+    chmod 0700 "$ROOT_HOME/.ssh"
+    printf '%s\n' "$1" >> "$AUTHORIZED_KEYS"
+    chmod 0600 "$AUTHORIZED_KEYS"
+    SSH_KEYS=$((SSH_KEYS + 1))
 }
 
 apply_meta_data() {
     _file=$SEED/meta-data
     [ -r "$_file" ] || return 0
     _section=
-    : > /etc/stratus/context
-    chmod 0644 /etc/stratus/context
+    : > "$CONTEXT_FILE"
+    chmod 0644 "$CONTEXT_FILE"
     while IFS= read -r _line || [ -n "$_line" ]; do
         case "$_line" in
         "instance-id: "*)
@@ -177,7 +186,7 @@ apply_meta_data() {
                 unquote "${_rest#*: }"
                 if valid_key "$_key"; then
                     shquote "$REPLY"
-                    printf '%s=%s\n' "$_key" "$REPLY" >> /etc/stratus/context
+                    printf '%s=%s\n' "$_key" "$REPLY" >> "$CONTEXT_FILE"
                 else
                     log "ignoring bad context key"
                 fi
@@ -194,7 +203,7 @@ apply_meta_data() {
 apply_hostname() {
     [ -n "$LOCAL_HOSTNAME" ] || return 0
     hostname "$LOCAL_HOSTNAME"
-    printf '%s\n' "$LOCAL_HOSTNAME" > /etc/hostname
+    printf '%s\n' "$LOCAL_HOSTNAME" > "$ETC/hostname"
 }
 
 write_hosts() {
@@ -206,7 +215,7 @@ write_hosts() {
         else
             echo "127.0.1.1 $_name"
         fi
-    } > /etc/hosts
+    } > "$ETC/hosts"
 }
 
 # iface_by_mac MAC: prints the interface name whose address is MAC.
@@ -286,9 +295,9 @@ apply_network() {
     if [ -n "$_gw" ]; then
         ip route add default via "$_gw" dev "$_if" || log "cannot add default route"
     fi
-    : > /etc/resolv.conf
+    : > "$ETC/resolv.conf"
     for _d in $_dns; do
-        echo "nameserver $_d" >> /etc/resolv.conf
+        echo "nameserver $_d" >> "$ETC/resolv.conf"
     done
 }
 
@@ -338,7 +347,7 @@ prepare_user_data() {
 
 run_user_script() {
     (
-        cd /root || exit 1
+        cd "$ROOT_HOME" || exit 1
         "$USER_SCRIPT" < /dev/null
         echo "STRATUS-USERDATA $INSTANCE_ID exit $?"
     ) &
@@ -373,14 +382,23 @@ watch_block() {
     done
 }
 
-if mount_cidata; then
-    apply_meta_data
-    printf '%s\n' "$INSTANCE_ID" > "$RUN/instance-id"
-    apply_hostname
-    apply_network
-    prepare_user_data
-fi
-write_hosts
-echo "STRATUS-READY $INSTANCE_ID $IP"
-[ -n "$USER_SCRIPT" ] && run_user_script
-watch_block
+main() {
+    mkdir -p "$RUN" "$SEED" "$ETC/stratus" "$ROOT_HOME"
+    chmod 0700 "$ROOT_HOME"
+    if mount_cidata; then
+        apply_meta_data
+        printf '%s\n' "$INSTANCE_ID" > "$RUN/instance-id"
+        apply_hostname
+        apply_network
+        prepare_user_data
+        log "installed $SSH_KEYS ssh key(s)"
+    fi
+    write_hosts
+    echo "STRATUS-READY $INSTANCE_ID $IP"
+    if [ -n "$USER_SCRIPT" ]; then
+        run_user_script
+    fi
+    watch_block
+}
+
+[ -n "${STRATUS_AGENT_LIB:-}" ] || main

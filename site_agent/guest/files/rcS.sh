@@ -7,6 +7,10 @@
 # The whole guest runs from the initramfs; no disk is needed.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
+# End whatever partial line the firmware left on the serial console, so that
+# every protocol line starts at the beginning of a line.
+echo
+
 mount -t proc -o nosuid,nodev,noexec proc /proc
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev 2>/dev/null

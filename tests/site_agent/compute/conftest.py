@@ -19,6 +19,7 @@ parallel on one machine.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import tempfile
@@ -82,18 +83,20 @@ class GuestBoot:
     kernel: Path
     initrd: Path
     cmdline: str
-    disks: tuple[DiskSpec, ...]
+    root_disk: DiskSpec | None  # each VM gets a copy-on-write overlay of it as vda
     boot_marker: str  # printed once per boot
     ready_marker: str  # printed when the guest is ready for hot-plug and ACPI events
     acpi_poweroff: bool  # the guest powers off on the ACPI power button
+    block_events: bool  # the guest prints "STRATUS-BLOCK add|remove <dev>" on hot-plug
 
 
 @pytest.fixture(scope="session")
 def guest_boot() -> Iterator[GuestBoot]:
-    """The real guest: ``site_agent.guest.builder.build_guest`` when present, else the Debian kernel.
+    """The real guest: ``site_agent.guest.builder.build_guest``, or else the Debian kernel.
 
     The Debian kernel + initrd boot to a shell and print kernel messages on
-    ttyS0 but ignore the ACPI power button.
+    ttyS0 but ignore the ACPI power button. ``STRATUS_TEST_GUEST=debian-kernel``
+    forces that fallback.
     """
     workdir = make_workdir()
     try:
@@ -101,6 +104,8 @@ def guest_boot() -> Iterator[GuestBoot]:
             from site_agent.guest.builder import build_guest
         except ImportError:
             build_guest = None
+        if os.environ.get("STRATUS_TEST_GUEST") == "debian-kernel":
+            build_guest = None  # force the fallback guest
         if build_guest is not None:
             image = build_guest(workdir)
             for path in (image.kernel, image.initrd, image.disk):
@@ -111,12 +116,13 @@ def guest_boot() -> Iterator[GuestBoot]:
                 kernel=Path(image.kernel),
                 initrd=Path(image.initrd),
                 cmdline=image.cmdline,
-                disks=(DiskSpec(path=Path(image.disk), target="vda", format=disk_format),),
+                root_disk=DiskSpec(path=Path(image.disk), target="vda", format=disk_format),
                 # The guest boots with "quiet" and prints one ready line per boot
                 # (after ~5 s of looking for a cidata seed, which these tests do not attach).
                 boot_marker="STRATUS-READY",
                 ready_marker="STRATUS-READY",
                 acpi_poweroff=True,
+                block_events=True,
             )
         else:
             if not (DEBIAN_KERNEL.exists() and DEBIAN_INITRD.exists()):
@@ -130,10 +136,11 @@ def guest_boot() -> Iterator[GuestBoot]:
                 kernel=kernel,
                 initrd=initrd,
                 cmdline=DEBIAN_CMDLINE,
-                disks=(),
+                root_disk=None,
                 boot_marker="Linux version",
                 ready_marker="Run /bin/sh as init process",
                 acpi_poweroff=False,
+                block_events=False,
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -165,29 +172,38 @@ class Backend:
             vm_id=vm_id, vcpus=1, memory_mib=192, console_log=self.workdir / f"{vm_id}.log"
         )
         if self.guest is not None:
+            disks: tuple[DiskSpec, ...] = ()
+            root = self.guest.root_disk
+            if root is not None:
+                overlay = self.workdir / f"{vm_id}-root.qcow2"
+                self._qemu_img_create(
+                    "-f", "qcow2", "-b", str(root.path), "-F", root.format, str(overlay)
+                )
+                disks = (replace(root, path=overlay, format="qcow2"),)
             base = replace(
                 base,
                 kernel=self.guest.kernel,
                 initrd=self.guest.initrd,
                 cmdline=self.guest.cmdline,
-                disks=self.guest.disks,
+                disks=disks,
             )
         return replace(base, **overrides)
+
+    @staticmethod
+    def _qemu_img_create(*args: str) -> None:
+        qemu_img = shutil.which("qemu-img")
+        if qemu_img is None:
+            missing("qemu-img")
+        assert qemu_img is not None
+        subprocess.run([qemu_img, "create", "-q", *args], check=True, timeout=60)
 
     def disk(self, target: str = "vdb") -> DiskSpec:
         """A fresh, empty qcow2 disk file (``qemu-img create``) at guest device ``target``."""
         path = self.workdir / f"{uuid.uuid4()}.qcow2"
-        qemu_img = shutil.which("qemu-img")
-        if qemu_img is None:
-            if self.real:
-                missing("qemu-img")
-            path.write_bytes(b"")
+        if self.real or shutil.which("qemu-img"):
+            self._qemu_img_create("-f", "qcow2", str(path), "16M")
         else:
-            subprocess.run(
-                [qemu_img, "create", "-q", "-f", "qcow2", str(path), "16M"],
-                check=True,
-                timeout=60,
-            )
+            path.write_bytes(b"")  # fake / test driver: never opened
         path.chmod(0o644)
         return DiskSpec(path=path, target=target)
 
@@ -267,9 +283,12 @@ class Backend:
 
         async def ready() -> bool:
             log = read_log(spec.console_log)
-            if log.count(guest.boot_marker) < boots:
-                return False
-            return guest.ready_marker in log.rsplit(guest.boot_marker, 1)[1]
+            start = -1
+            for _ in range(boots):  # where boot number ``boots`` begins
+                start = log.find(guest.boot_marker, start + 1)
+                if start < 0:
+                    return False
+            return guest.ready_marker in log[start:]
 
         return await wait_for(ready, BOOT_TIMEOUT, f"guest {spec.vm_id} boot #{boots}")
 

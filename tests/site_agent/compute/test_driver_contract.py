@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from site_agent.compute.driver import Accel, DomainState, HypervisorDriver
+from site_agent.compute.driver import Accel, DomainSpec, DomainState, HypervisorDriver
 from site_agent.compute.errors import (
     DeviceError,
     DomainCreateFailed,
@@ -148,14 +148,27 @@ async def test_attach_and_detach_disk(backend: Backend) -> None:
 
     await backend.driver.attach_disk(spec.vm_id, disk)
     assert "vdb" in await backend.disk_targets(spec.vm_id)
+    await _guest_sees(backend, spec, "STRATUS-BLOCK add vdb")
     with pytest.raises(DeviceError):  # the target is taken
         await backend.driver.attach_disk(spec.vm_id, backend.disk("vdb"))
 
     await backend.driver.detach_disk(spec.vm_id, "vdb")
     assert "vdb" not in await backend.disk_targets(spec.vm_id)
+    await _guest_sees(backend, spec, "STRATUS-BLOCK remove vdb")
     with pytest.raises(DeviceError):  # no longer attached
         await backend.driver.detach_disk(spec.vm_id, "vdb")
     assert await backend.driver.state(spec.vm_id) is DomainState.RUNNING
+
+
+async def _guest_sees(backend: Backend, spec: DomainSpec, line: str) -> None:
+    """On guests that report block devices, wait for ``line`` on the console."""
+    if backend.guest is None or not backend.guest.block_events:
+        return
+
+    async def seen() -> bool:
+        return line in read_log(spec.console_log)
+
+    await wait_for(seen, 30, f"the guest to print {line!r}")
 
 
 async def test_detach_of_unknown_target_raises_device_error(backend: Backend) -> None:
@@ -227,8 +240,8 @@ async def test_reboot_keeps_running_and_the_console_log_continues(backend: Backe
 
 async def test_connect_close_lifecycle(backend: Backend, tmp_path: Path) -> None:
     uri = backend.driver.uri
-    driver: HypervisorDriver = FakeDriver(uri) if isinstance(backend.driver, FakeDriver) else (
-        LibvirtDriver(uri)
+    driver: HypervisorDriver = (
+        FakeDriver(uri) if isinstance(backend.driver, FakeDriver) else (LibvirtDriver(uri))
     )
     with pytest.raises(HypervisorUnavailable):  # not connected yet
         await driver.state(str(uuid.uuid4()))

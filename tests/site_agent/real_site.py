@@ -1,0 +1,54 @@
+"""Shared set-up for tests that run real QEMU guests through libvirtd."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from site_agent.guest.builder import GuestImage, build_guest
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_DIR = REPO / "build" / "guest"
+LIBVIRT_URI = "qemu:///system"
+
+
+def guest() -> GuestImage:
+    """The busybox guest (built once, cached in build/guest like `make guest`)."""
+    return build_guest(GUEST_DIR)
+
+
+@contextmanager
+def qemu_reachable_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory QEMU (user libvirt-qemu) can reach: pytest's tmp dirs are 0700."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def image_toml(image: GuestImage, name: str = "busybox") -> str:
+    fmt = "raw" if image.disk.suffix in (".raw", ".img") else "qcow2"
+    return (
+        f'[[images]]\nname = "{name}"\ndisk = "{image.disk}"\nformat = "{fmt}"\n'
+        f'kernel = "{image.kernel}"\ninitrd = "{image.initrd}"\ncmdline = "{image.cmdline}"\n'
+    )
+
+
+def stratus_domains() -> set[str]:
+    """VM ids of every Stratus domain libvirt knows on this machine."""
+    import libvirt
+
+    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        return {
+            d.name().removeprefix("stratus-")
+            for d in conn.listAllDomains()
+            if d.name().startswith("stratus-")
+        }
+    finally:
+        conn.close()
