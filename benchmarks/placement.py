@@ -43,9 +43,7 @@ def make_site(rng: random.Random, index: int, hosts: int) -> SiteCapacity:
     restricted = rng.random() < 0.1
     return SiteCapacity(
         site=f"site-{index:05d}",
-        hosts=[
-            HostCapacity(rng.randint(0, 64), rng.randint(0, 256) * 1024) for _ in range(hosts)
-        ],
+        hosts=[HostCapacity(rng.randint(0, 64), rng.randint(0, 256) * 1024) for _ in range(hosts)],
         cached_images=cached,
         fetchable_images=fetchable,
         free_addresses={

@@ -20,7 +20,8 @@ and a ``reason`` sentence for the VM's events.  The checks, in order:
 8. the estimated cost (size price x ``expected_hours``, default
    ``default_hours``) does not fit in what is left of the budget for the
    current period -> ``when_denied``;
-9. otherwise burst to the cheapest cloud that can serve it (ties by name).
+9. otherwise burst, to the cheapest cloud that can serve it (ties by name),
+   with the other affordable clouds as fallbacks (``offers``).
 
 The policy is pure: the money already spent in the period comes in as an
 argument (the broker sums it from its database, or uses :class:`BurstBudget`).
@@ -32,7 +33,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from federation.model import CloudSize, PlacementRequest, PublicCloudConfig
+from federation.model import (
+    Candidate,
+    CloudSize,
+    PlacementDecision,
+    PlacementRequest,
+    PublicCloudConfig,
+)
 
 
 class BurstAction(StrEnum):
@@ -42,15 +49,59 @@ class BurstAction(StrEnum):
 
 
 @dataclass(frozen=True)
+class BurstOffer:
+    """One cloud able to serve the request within the budget, and what it would cost."""
+
+    cloud: str
+    instance_type: str
+    size: CloudSize
+    estimated_cost: float
+
+
+@dataclass(frozen=True)
 class BurstDecision:
-    """What to do with a request no site could place, and why."""
+    """What to do with a request no site could place, and why.
+
+    For ``burst``, ``offers`` lists every cloud that can serve the request
+    within the budget, cheapest first; ``cloud``, ``instance_type``, ``size``
+    and ``estimated_cost`` describe the first.  :meth:`as_placement` turns the
+    offers into candidates for :func:`federation.attempts.place_with_failover`,
+    so a cloud that keeps answering 500 or throttling is skipped for the next.
+    """
 
     action: BurstAction
     reason: str
-    cloud: str | None = None
-    instance_type: str | None = None
-    size: CloudSize | None = None
-    estimated_cost: float = 0.0
+    offers: tuple[BurstOffer, ...] = ()
+
+    @property
+    def cloud(self) -> str | None:
+        return self.offers[0].cloud if self.offers else None
+
+    @property
+    def instance_type(self) -> str | None:
+        return self.offers[0].instance_type if self.offers else None
+
+    @property
+    def size(self) -> CloudSize | None:
+        return self.offers[0].size if self.offers else None
+
+    @property
+    def estimated_cost(self) -> float:
+        return self.offers[0].estimated_cost if self.offers else 0.0
+
+    def as_placement(self, request: PlacementRequest) -> PlacementDecision:
+        """The offers as ranked candidates (score = minus the estimated cost)."""
+        candidates = tuple(
+            Candidate(
+                site=offer.cloud,
+                score=-offer.estimated_cost,
+                rank=rank,
+                image_cached=False,
+                components={"estimated_cost": offer.estimated_cost},
+            )
+            for rank, offer in enumerate(self.offers, start=1)
+        )
+        return PlacementDecision(request, candidates, {}, complete=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,7 +182,7 @@ class BurstPolicy:
         if not self.clouds:
             return self._denied("no public cloud is configured")
         hours = request.expected_hours or self.default_hours
-        offers: list[tuple[float, str, str, CloudSize]] = []
+        offers: list[BurstOffer] = []
         why_not: list[str] = []
         for cloud in self.clouds:
             if request.image not in cloud.images:
@@ -143,25 +194,26 @@ class BurstPolicy:
                 why_not.append(f"{cloud.name}: no size for {what}")
                 continue
             itype, size = sized
-            offers.append((size.price_per_hour * hours, cloud.name, itype, size))
+            offers.append(BurstOffer(cloud.name, itype, size, size.price_per_hour * hours))
         if not offers:
             return self._denied("no public cloud can serve the request: " + "; ".join(why_not))
-        cost, cloud_name, itype, size = min(offers, key=lambda o: (o[0], o[1]))
+        offers.sort(key=lambda o: (o.estimated_cost, o.cloud))
         left = self.budget_per_period - spent
-        if cost > left + 1e-9:
+        affordable = tuple(o for o in offers if o.estimated_cost <= left + 1e-9)
+        if not affordable:
+            cheapest = offers[0]
             return self._denied(
                 f"burst budget exhausted: {spent:.2f} of {self.budget_per_period:.2f} spent this "
-                f"period, the request needs {cost:.2f} ({hours:g} h on {cloud_name})"
+                f"period, the request needs {cheapest.estimated_cost:.2f} "
+                f"({hours:g} h on {cheapest.cloud})"
             )
+        best = affordable[0]
         return BurstDecision(
             BurstAction.BURST,
-            f"no site can place the request; bursting to {cloud_name} as {size.size_id} "
-            f"at {size.price_per_hour:g}/h (estimated {cost:.2f}, {left - cost:.2f} of the "
-            "budget left)",
-            cloud=cloud_name,
-            instance_type=itype,
-            size=size,
-            estimated_cost=cost,
+            f"no site can place the request; bursting to {best.cloud} as {best.size.size_id} "
+            f"at {best.size.price_per_hour:g}/h (estimated {best.estimated_cost:.2f}, "
+            f"{left - best.estimated_cost:.2f} of the budget left)",
+            offers=affordable,
         )
 
 

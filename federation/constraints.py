@@ -130,10 +130,10 @@ class _Parser:
             end = self.text.find(quote, self.pos + 1)
             newline = self.text.find("\n", self.pos + 1)
             if end < 0 or (0 <= newline < end):
-                raise self.fail(f"unterminated quoted {what}")
+                raise self.fail(f"unterminated quoted string (expected {what})")
             value = self.text[self.pos + 1 : end]
             if not value.strip():
-                raise self.fail(f"empty quoted {what}")
+                raise self.fail(f"empty quoted string (expected {what})")
             self.pos = end + 1
             return value
         m = _BARE.match(self.text, self.pos)

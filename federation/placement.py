@@ -74,7 +74,7 @@ from federation.model import (
     SiteCapacity,
 )
 
-_NEG_INF = -math.inf
+_END: tuple[float, str] = (math.inf, "")  # the key past the end of an index
 
 
 @dataclass(frozen=True)
@@ -598,32 +598,40 @@ class Placer:
                 bonuses.append(w.data_locality)
         n = len(lists)
         cursors = [0] * n
-        # Every subset of bonus lists a site could belong to, with the universe always in.
+        # Every subset of bonus lists an unseen site could belong to (the universe always).
         subsets = [
-            [0, *[j for j in range(1, n) if mask & (1 << (j - 1))]] for mask in range(1 << (n - 1))
+            (0, *[j for j in range(1, n) if mask & (1 << (j - 1))]) for mask in range(1 << (n - 1))
         ]
-        subset_bonus = [sum(bonuses[j] for j in s) for s in subsets]
-
-        heads = [-lst.keys[0][0] if lst.keys else _NEG_INF for lst in lists]
+        # heads[j]: key (-static, name) of the next site in list j; _END once exhausted.
+        heads = [lst.keys[0] if lst.keys else _END for lst in lists]
         while True:
-            if heads[0] == _NEG_INF:
+            if heads[0] is _END:
                 return True  # every site in scope has been examined
-            bound = _NEG_INF
+            # The best key an unseen site can have: for each subset S, such a site is at
+            # or after the head of every list in S, so its key is at least the largest
+            # head key in S, with the bonuses of S added (in the order _score adds them).
+            bound: tuple[float, str] = _END
             advance = 0
-            for members, bonus in zip(subsets, subset_bonus, strict=True):
-                low_j = min(members, key=heads.__getitem__)
-                value = heads[low_j] + bonus
-                if value > bound:
-                    bound = value
-                    advance = low_j
-            if len(best) >= k and -best[-1][0] > bound:
+            for members in subsets:
+                worst = max(members, key=heads.__getitem__)
+                head = heads[worst]
+                if head is _END:
+                    continue
+                value = -head[0]
+                for j in members[1:]:
+                    value += bonuses[j]
+                key = (-value, head[1])
+                if key < bound:
+                    bound = key
+                    advance = worst
+            if len(best) >= k and best[-1] < bound:
                 return False
             lst = lists[advance]
             cursor = cursors[advance]
             entry = lst.sites[cursor]
             cursor += 1
             cursors[advance] = cursor
-            heads[advance] = -lst.keys[cursor][0] if cursor < len(lst.keys) else _NEG_INF
+            heads[advance] = lst.keys[cursor] if cursor < len(lst.keys) else _END
             if entry.name not in seen:
                 seen.add(entry.name)
                 consider(entry)

@@ -59,7 +59,7 @@ async def _site_context(app: web.Application) -> AsyncIterator[None]:
     engine = make_engine(config.database_url)
     await asyncio.to_thread(create_tables, engine)
     hosts = app[HOSTS]
-    await hosts.connect()
+    await hosts.connect(owner=layout.instance_id())
     quarantine = Quarantine(engine, layout, config.quarantine.period_seconds)
     manager = VmManager(VmRepository(engine), hosts, app[IMAGES], layout, quarantine, config.vm)
     app[QUARANTINE] = quarantine

@@ -52,9 +52,14 @@ class HostPool:
     def from_config(cls, configs: Iterable[HostConfig]) -> HostPool:
         return cls(Host(config=c, driver=make_driver(c)) for c in configs)
 
-    async def connect(self) -> None:
-        """Connect every host; an unreachable host is logged and left out of placement."""
+    async def connect(self, owner: str) -> None:
+        """Connect every host; an unreachable host is logged and left out of placement.
+
+        ``owner`` (the site's instance id) is stamped on every domain the
+        drivers start, and only domains with it are listed back.
+        """
         for host in self.hosts.values():
+            host.driver.owner = owner
             try:
                 await host.driver.connect()
                 host.info = await host.driver.host_info()

@@ -4,6 +4,7 @@
 
     state_dir/
       site.db                 SQLite database (unless database_url is set)
+      instance-id             this installation's id, stamped on its hypervisor domains
       vms/<vm-id>/            root.qcow2 (overlay), cidata.iso, console.log
       quarantine/<vm-id>/     a killed VM's directory until its quarantine expires
 
@@ -13,6 +14,7 @@ reach the files libvirt hands it.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,26 @@ class StateLayout:
 
     def console_log(self, vm_id: str) -> Path:
         return self.vm_dir(vm_id) / "console.log"
+
+    def instance_id(self) -> str:
+        """This site installation's id, made on first use and kept in ``state_dir/instance-id``.
+
+        Hypervisor domains are tagged with it, so two agents (or test runs)
+        sharing one libvirtd never reconcile away each other's guests.
+        """
+        path = self.root / "instance-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            value = str(uuid.uuid4())
+            path.write_text(value + "\n")
+            return value
+
+    def readable_console_log(self, vm_id: str) -> Path:
+        """The console log of a live VM, or of a finished one while it is in quarantine."""
+        live = self.console_log(vm_id)
+        quarantined = self.quarantine_dir / vm_id / "console.log"
+        return quarantined if not live.exists() and quarantined.exists() else live
 
     def prepare(self) -> None:
         """Create the directory tree (idempotent)."""

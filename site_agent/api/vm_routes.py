@@ -112,7 +112,7 @@ async def vm_console(request: web.Request) -> web.Response:
     query = read_query(request, ConsoleQuery)
     vm = await request.app[VM_MANAGER].get_for(principal, _vm_id(request))
     layout = request.app[LAYOUT]
-    text, truncated = read_tail(layout.console_log(vm.id), query.tail)
+    text, truncated = read_tail(layout.readable_console_log(vm.id), query.tail)
     return json_response(ConsoleOutput(vm_id=vm.id, output=text, truncated=truncated))
 
 

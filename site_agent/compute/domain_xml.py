@@ -112,6 +112,15 @@ def _serialise(element: ET.Element) -> str:
     return ET.tostring(element, encoding="unicode")
 
 
+def metadata_owner(element_xml: str) -> str | None:
+    """The ``owner`` attribute of a domain's Stratus metadata element, if present."""
+    try:
+        element = ET.fromstring(element_xml)
+    except ET.ParseError:
+        return None
+    return element.get("owner")
+
+
 def disk_xml(disk: DiskSpec) -> str:
     """The ``<disk>`` device XML for ``disk`` (file-backed, qemu driver).
 
@@ -122,7 +131,9 @@ def disk_xml(disk: DiskSpec) -> str:
     return _serialise(_disk_element(disk))
 
 
-def domain_xml(spec: DomainSpec, accel: Accel, *, emulator: str | None = None) -> str:
+def domain_xml(
+    spec: DomainSpec, accel: Accel, *, emulator: str | None = None, owner: str = ""
+) -> str:
     """The libvirt domain XML for ``spec`` on a host with accelerator ``accel``.
 
     The domain type is ``kvm`` (KVM), ``qemu`` (TCG) or ``test`` (libvirt's
@@ -131,7 +142,7 @@ def domain_xml(spec: DomainSpec, accel: Accel, *, emulator: str | None = None) -
     direct kernel boot, the spec's disks and NICs (virtio), a serial console
     on ttyS0 logged to ``spec.console_log`` (appending across reboots), no
     graphics, and a ``<metadata>`` entry in the Stratus namespace carrying
-    the VM id. Power-off and crash destroy the running instance (the
+    the VM id and ``owner`` (the site instance that made it). Power-off and crash destroy the running instance (the
     definition stays); reboot restarts it.
 
     Raises ``ValueError`` for an invalid spec (see the module docstring).
@@ -151,7 +162,7 @@ def domain_xml(spec: DomainSpec, accel: Accel, *, emulator: str | None = None) -
     ET.SubElement(domain, "name").text = DOMAIN_PREFIX + vm_id
     ET.SubElement(domain, "uuid").text = vm_id
     metadata = ET.SubElement(domain, "metadata")
-    ET.SubElement(metadata, f"{{{METADATA_NS}}}vm", id=vm_id)
+    ET.SubElement(metadata, f"{{{METADATA_NS}}}vm", id=vm_id, owner=owner)
     ET.SubElement(domain, "memory", unit="MiB").text = str(int(spec.memory_mib))
     ET.SubElement(domain, "vcpu").text = str(int(spec.vcpus))
 

@@ -10,7 +10,10 @@ Semantics every implementation honours (checked by the contract tests in
   and leaves nothing defined behind.
 * ``destroy`` and ``undefine`` of a missing domain succeed (idempotent).
 * ``state`` of a missing domain is ``DomainState.MISSING``.
-* ``list_domains`` reports only domains this project manages (name prefix).
+* ``list_domains`` reports only domains this driver's ``owner`` made: every
+  domain carries its owner (the site's instance id) in its metadata, so
+  several sites or test runs can share one libvirtd without ever touching
+  each other's guests. With an empty ``owner`` every Stratus domain is listed.
 * All methods are ``async``: blocking libraries run in a thread inside the
   implementation, never in the caller's event loop.
 
@@ -111,6 +114,7 @@ class HypervisorDriver(abc.ABC):
     """One hypervisor host. See the module docstring for the semantics."""
 
     uri: str
+    owner: str = ""  # stamped on every domain this driver starts; filters list_domains
 
     @abc.abstractmethod
     async def connect(self) -> None:
@@ -159,7 +163,7 @@ class HypervisorDriver(abc.ABC):
 
     @abc.abstractmethod
     async def list_domains(self) -> dict[str, DomainState]:
-        """All Stratus-managed domains on this host: vm_id -> state."""
+        """Stratus domains on this host owned by ``self.owner``: vm_id -> state."""
 
     @abc.abstractmethod
     async def attach_disk(self, vm_id: str, disk: DiskSpec) -> None:

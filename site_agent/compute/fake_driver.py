@@ -70,8 +70,10 @@ class FakeDriver(HypervisorDriver):
         memory_mib: int = 16384,
         hostname: str = "fake-host",
         write_console: bool = True,
+        owner: str = "",
     ) -> None:
         self.uri = uri
+        self.owner = owner
         self.cpus = cpus
         self.memory_mib = memory_mib
         self.hostname = hostname

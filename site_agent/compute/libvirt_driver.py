@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from site_agent.compute.domain_xml import disk_xml, domain_xml
+from site_agent.compute.domain_xml import METADATA_NS, disk_xml, domain_xml, metadata_owner
 from site_agent.compute.driver import (
     DOMAIN_PREFIX,
     Accel,
@@ -121,6 +121,29 @@ def _silence_libvirt_stderr() -> None:
 _silence_libvirt_stderr()
 
 
+_local_accel: Accel | None = None  # this machine's verdict, probed once per process
+_local_accel_lock = threading.Lock()
+
+
+def _detect_local_accel() -> Accel:
+    """``detect_local_accel()`` once per process (it may boot a probe VM); TCG if unavailable."""
+    global _local_accel
+    with _local_accel_lock:
+        if _local_accel is not None:
+            return _local_accel
+        try:
+            from site_agent.compute.accel import detect_local_accel
+        except ImportError:
+            log.info("no accelerator probe available; using TCG")
+            return Accel.TCG
+        try:
+            _local_accel = detect_local_accel()
+        except Exception:  # a broken probe must not take the host down: TCG always works
+            log.warning("accelerator probe failed; using TCG", exc_info=True)
+            return Accel.TCG
+        return _local_accel
+
+
 def accel_for_uri(uri: str) -> Accel:
     """The accelerator a driver on ``uri`` uses when none is configured (see module docstring)."""
     parts = urlsplit(uri)
@@ -128,16 +151,7 @@ def accel_for_uri(uri: str) -> Accel:
     if scheme == "test":
         return Accel.TEST
     if scheme == "qemu" and parts.hostname in (None, *_LOCAL_HOSTS):
-        try:
-            from site_agent.compute.accel import detect_local_accel
-        except ImportError:
-            log.info("no accelerator probe available; using TCG for %s", uri)
-            return Accel.TCG
-        try:
-            return detect_local_accel()
-        except Exception:  # a broken probe must not take the host down: TCG always works
-            log.warning("accelerator probe failed for %s; using TCG", uri, exc_info=True)
-            return Accel.TCG
+        return _detect_local_accel()
     return Accel.TCG
 
 
@@ -176,8 +190,10 @@ class LibvirtDriver(HypervisorDriver):
         *,
         emulator: str | None = None,
         detach_timeout: float = 10.0,
+        owner: str = "",
     ) -> None:
         self.uri = uri
+        self.owner = owner
         self._accel = accel
         self._emulator = emulator
         self.detach_timeout = detach_timeout
@@ -340,7 +356,7 @@ class LibvirtDriver(HypervisorDriver):
     def _start_sync(self, spec: DomainSpec) -> None:
         accel = self._accel or accel_for_uri(self.uri)
         try:
-            xml = domain_xml(spec, accel, emulator=self._emulator)
+            xml = domain_xml(spec, accel, emulator=self._emulator, owner=self.owner)
         except ValueError as exc:
             raise DomainCreateFailed(f"invalid domain spec: {exc}") from exc
         with self._starting_lock:
@@ -503,7 +519,7 @@ class LibvirtDriver(HypervisorDriver):
         for dom in domains:
             try:
                 name = dom.name()
-                if not name.startswith(DOMAIN_PREFIX):
+                if not name.startswith(DOMAIN_PREFIX) or not self._owns(dom):
                     continue
                 code, reason = dom.state()
             except libvirt.libvirtError as exc:
@@ -513,8 +529,18 @@ class LibvirtDriver(HypervisorDriver):
             result[name[len(DOMAIN_PREFIX) :]] = self._map_state(code, reason)
         return result
 
+    def _owns(self, dom: Any) -> bool:
+        """True if ``dom`` was started by a driver with this driver's owner (or no owner is set)."""
+        if not self.owner:
+            return True
+        try:
+            element = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+        except libvirt.libvirtError:
+            return False  # no Stratus metadata: not ours
+        return metadata_owner(element) == self.owner
+
     async def list_domains(self) -> dict[str, DomainState]:
-        """Every domain named ``stratus-<vm_id>`` (running or not): vm_id -> state."""
+        """Domains named ``stratus-<vm_id>`` owned by ``self.owner`` (running or not)."""
         return await self._run(self._list_sync)
 
     # -- disks ---------------------------------------------------------------------

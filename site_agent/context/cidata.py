@@ -84,7 +84,9 @@ SSH_KEY_TYPES = frozenset(
     }
 )
 
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
@@ -158,11 +160,7 @@ def validate_context(context: Mapping[str, str]) -> dict[str, str]:
         raise ValueError(f"context has more than {CONTEXT_MAX_KEYS} keys")
     checked: dict[str, str] = {}
     for key, value in context.items():
-        if (
-            not isinstance(key, str)
-            or len(key) > CONTEXT_KEY_MAX_LEN
-            or not _KEY_RE.fullmatch(key)
-        ):
+        if not isinstance(key, str) or len(key) > CONTEXT_KEY_MAX_LEN or not _KEY_RE.fullmatch(key):
             raise ValueError(
                 f"context key {key!r} is not valid: use [A-Za-z_][A-Za-z0-9_]*, "
                 f"at most {CONTEXT_KEY_MAX_LEN} characters"
@@ -318,7 +316,7 @@ def render_network_config(network: NetworkConfig) -> str:
 
 
 def render_seed_files(seed: ContextSeed) -> dict[str, bytes]:
-    """Return the seed's files by name: ``meta-data``, ``user-data`` and maybe ``network-config``."""
+    """The seed files by name: meta-data, user-data and (with a network) network-config."""
     files = {
         "meta-data": render_meta_data(seed).encode("utf-8"),
         "user-data": (validate_user_data(seed.user_data) or "").encode("utf-8"),

@@ -18,8 +18,8 @@ The guest is three files plus a kernel command line, produced by
     overlay like any real image.
 
 Builds are cached: a stamp file records a digest of every input (kernel,
-modules, busybox, packed files, command line, builder version) and of every
-output; calling :func:`build_guest` again with the same inputs and intact
+modules, busybox, packed files, command line, the builder's own source) and of
+every output; calling :func:`build_guest` again with the same inputs and intact
 outputs writes nothing and returns at once. Concurrent builders of the same
 directory are serialised with a lock file. Only ``output_dir`` is written.
 
@@ -39,11 +39,12 @@ import shutil
 import struct
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from site_agent.guest import cpio as cpio_module
 from site_agent.guest.cpio import CpioArchive
 from site_agent.guest.errors import GuestImageError, MissingHostComponent
 
@@ -114,11 +115,12 @@ def build_guest(
     (Debian ``busybox-static``).
 
     Idempotent: if the stamp in ``output_dir`` matches the current inputs and
-    the outputs are intact, nothing is written. Raises
+    the outputs are intact, nothing is written. The returned paths are
+    absolute (a relative ``output_dir`` is taken from the current directory). Raises
     :class:`MissingHostComponent` when a needed host package is missing and
     :class:`GuestImageError` for other build failures.
     """
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
     version = kernel_version or find_kernel_version(boot_dir, modules_root)
     kernel_src = boot_dir / f"vmlinuz-{version}"
@@ -267,9 +269,7 @@ def _find_busybox(explicit: Path | None) -> Path:
     if not path.is_file():
         raise MissingHostComponent(f"busybox {path} not found (install busybox-static)")
     if not is_static_elf(path):
-        raise MissingHostComponent(
-            f"{path} is dynamically linked; the guest needs busybox-static"
-        )
+        raise MissingHostComponent(f"{path} is dynamically linked; the guest needs busybox-static")
     return path
 
 
@@ -279,7 +279,7 @@ def is_static_elf(path: Path) -> bool:
         header = fh.read(64)
         if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
             return False
-        phoff, = struct.unpack_from("<Q", header, 0x20)
+        (phoff,) = struct.unpack_from("<Q", header, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
         fh.seek(phoff)
         table = fh.read(phentsize * phnum)
@@ -329,8 +329,19 @@ def build_initramfs(
             if directory not in archive:
                 archive.add_dir(directory)
 
-    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "mnt",
-                      "etc/stratus", "var/log"):
+    for directory in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "mnt",
+        "etc/stratus",
+        "var/log",
+    ):
         ensure_dirs(directory + "/x")
     archive.add_dir("tmp", 0o1777)
     archive.add_dir("root", 0o700)
@@ -421,6 +432,8 @@ def _inputs_digest(
         digest.update(f"{label}\0{value}\n".encode())
 
     feed("builder", str(BUILDER_VERSION))
+    for source in (Path(__file__), Path(cpio_module.__file__)):  # code changes rebuild too
+        feed(f"source:{source.name}", _sha256_file(source))
     feed("kernel_version", kernel_version)
     feed("cmdline", DEFAULT_CMDLINE)
     feed("disk", f"{DISK_NAME}:{DISK_SIZE_MIB}")
@@ -474,10 +487,8 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def _remove(path: Path) -> None:
-    try:
+    with suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 @contextmanager

@@ -443,7 +443,9 @@ class VmManager:
             assert vm.host_uri is not None
             offset = log_size(self.layout.console_log(vm_id))
             await self.hosts.driver(vm.host_uri).reboot(vm_id)
-            vm = await self._db(self.repo.update, vm_id, "rebooted (hard reset)", ready=False)
+            vm = await self._db(
+                self.repo.update, vm_id, "rebooted (hard reset)", ready=False, boot_log_offset=offset
+            )
             self._start_watcher(vm_id, offset)
             await self._notify()
             return vm
@@ -540,8 +542,8 @@ class VmManager:
                 await self._transition(
                     vm.id, VmState.RUNNING, "domain found running after agent restart"
                 )
-            if not vm.ready:
-                self._start_watcher(vm.id, 0)
+            if not vm.ready and vm.id not in self._watchers:
+                self._start_watcher(vm.id, vm.boot_log_offset)
             return [] if state == VmState.RUNNING else [f"VM {vm.id} found running"]
         if dstate in (DomainState.PAUSED, DomainState.SHUTTING_DOWN):
             return []

@@ -46,6 +46,9 @@ class Vm(VmBase, table=True):
     host_uri: str | None = Field(default=None, index=True)
     ready: bool = False
     ip: str | None = None
+    # Byte offset in the console log where the current boot began (set on reboot),
+    # so readiness is never taken from an earlier boot's output.
+    boot_log_offset: int = 0
     ssh_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     context: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     user_data: str | None = None

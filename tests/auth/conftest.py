@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,11 +170,12 @@ def proxies(grid: GridWorld, tmp_path_factory: pytest.TempPathFactory) -> Proxie
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
+def engine(tmp_path: Path) -> Iterator[Engine]:
     """A fresh SQLite database with the auth tables."""
     engine = make_engine(f"sqlite:///{tmp_path / 'auth.db'}")
     AccountStore(engine).create_tables()
-    return engine
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
@@ -229,7 +230,7 @@ async def serve() -> AsyncIterator[Starter]:
     runners: list[web.AppRunner] = []
 
     async def start(app: web.Application, context: ssl.SSLContext | None) -> str:
-        runner = web.AppRunner(app, handler_args=SERVER_LIMITS)
+        runner = web.AppRunner(app, **SERVER_LIMITS)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()

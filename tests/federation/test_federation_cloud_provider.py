@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -17,9 +18,19 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import NodeImage
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeDriver
 
+from federation.attempts import place_with_failover
+from federation.bursting import BurstAction, BurstPolicy
 from federation.errors import SiteFailed, SiteRefused
-from federation.model import PublicCloudConfig
-from federation.providers.base import VMCreateRequest, VMState
+from federation.model import (
+    Candidate,
+    CloudSize,
+    HostCapacity,
+    PlacementRequest,
+    PublicCloudConfig,
+    SiteCapacity,
+)
+from federation.placement import Placer
+from federation.providers.base import ProviderVM, VMCreateRequest, VMState
 from federation.providers.cloud import (
     TAG_KEY,
     LibcloudProvider,
@@ -30,7 +41,7 @@ from federation.providers.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05)
 Serve = Callable[[web.Application], Awaitable[str]]
-ConfigFor = Callable[[str], PublicCloudConfig]
+ConfigFor = Callable[..., PublicCloudConfig]
 
 THROTTLED = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
@@ -41,7 +52,7 @@ THROTTLED = (
 
 def vm_request(key: str | None = None, **kw: str) -> VMCreateRequest:
     vm_id = "vm-" + uuid.uuid4().hex[:8]
-    args = {
+    args: dict[str, Any] = {
         "vm_id": vm_id,
         "idempotency_key": key or uuid.uuid4().hex,
         "image": "debian-12",
@@ -59,7 +70,7 @@ def moto_instances(endpoint: str) -> list[tuple[str, str, dict[str, str]]]:
         "AKIDTESTING", "testing", host=config_host, port=int(port), secure=False,
         signature_version="4",
     )  # fmt: skip
-    return [(n.id, n.extra["status"], n.extra["tags"]) for n in driver.list_nodes()]
+    return [(str(n.id), n.extra["status"], n.extra["tags"]) for n in driver.list_nodes()]
 
 
 def flaky_proxy(
@@ -271,3 +282,61 @@ async def test_run_instances_failing_after_creation_leaves_nothing(
         await cloud.create_vm(vm_request("key-cleanup"))
     live = [n for n in moto_instances(moto) if n[1] not in ("terminated", "shutting-down")]
     assert live == []
+
+
+# -- end to end: no site can place, burst, a throttling cloud is skipped -----------------
+
+
+async def test_burst_skips_a_throttling_cloud_and_the_vm_is_listed_and_killed(
+    moto: str, serve: Serve, cloud_config_for: ConfigFor
+) -> None:
+    app, actions = flaky_proxy("http://127.0.0.1:9", lambda action, n: throttled())
+    base = cloud_config_for(await serve(app), "throttled-cloud")
+    # the throttling cloud is the cheaper one, so it is tried first
+    throttling = PublicCloudConfig(
+        "throttled-cloud",
+        key="k",
+        secret="s",
+        host=base.host,
+        port=base.port,
+        secure=False,
+        images=base.images,
+        sizes={"m1.small": CloudSize("t2.nano", 1, 512, 0.001)},
+    )
+    working = cloud_config_for(moto, "moto-cloud")
+    providers = {c.name: LibcloudProvider(c, retry=FAST) for c in (throttling, working)}
+    placer = Placer()
+    placer.update(SiteCapacity("full-site", hosts=[HostCapacity(0, 0)], fetchable_images=None))
+    request = PlacementRequest(
+        vcpus=1, memory_mib=512, image="debian-12", user="alice", instance_type="m1.small"
+    )
+    assert not placer.decide(request).found
+    policy = BurstPolicy(
+        clouds=(throttling, working), allowed_users=frozenset({"alice"}), budget_per_period=5
+    )
+    burst = policy.decide(request, placement_found=False)
+    assert burst.action is BurstAction.BURST and burst.cloud == "throttled-cloud"
+
+    events: list[str] = []
+
+    async def try_cloud(candidate: Candidate) -> ProviderVM:
+        return await providers[candidate.site].create_vm(vm_request("burst-key"))
+
+    vm = await place_with_failover(
+        burst.as_placement(request), try_cloud, lambda site, msg: events.append(msg)
+    )
+    assert vm.site == "moto-cloud"
+    failed = [e for e in events if "failed" in e]
+    assert len(failed) == 1
+    assert failed[0].startswith(
+        "site throttled-cloud failed: create: HTTP 503: RequestLimitExceeded"
+    )
+    assert f"after {FAST.attempts} attempts" in failed[0]
+    assert events[-1] == "placed on site moto-cloud"
+    assert actions == ["DescribeInstances"] * (FAST.attempts + 1)  # retried, then cleanup
+
+    listed = await providers["moto-cloud"].list_vms()
+    assert [(v.site, v.provider_id) for v in listed] == [("moto-cloud", vm.provider_id)]
+    assert vm.addresses  # moto's made-up addresses: reported as data, never contacted
+    await providers["moto-cloud"].kill_vm(vm.provider_id)
+    assert await providers["moto-cloud"].list_vms() == []

@@ -13,7 +13,6 @@ import inspect
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +26,7 @@ from site_agent.compute.errors import (
 )
 from site_agent.compute.fake_driver import FakeDriver
 from site_agent.compute.libvirt_driver import LibvirtDriver
-from tests.site_agent.compute.conftest import Backend, read_log, wait_for
+from tests.site_agent.compute.harness import Backend, read_log, wait_for
 
 SHUTDOWN_TIMEOUT = 60.0  # a cooperating guest powers off well within this
 IGNORED_SHUTDOWN_WAIT = 5.0  # how long we watch a guest that ignores the power button
@@ -238,10 +237,10 @@ async def test_reboot_keeps_running_and_the_console_log_continues(backend: Backe
         await backend.driver.reboot(spec.vm_id)
 
 
-async def test_connect_close_lifecycle(backend: Backend, tmp_path: Path) -> None:
+async def test_connect_close_lifecycle(backend: Backend) -> None:
     uri = backend.driver.uri
     driver: HypervisorDriver = (
-        FakeDriver(uri) if isinstance(backend.driver, FakeDriver) else (LibvirtDriver(uri))
+        FakeDriver(uri) if isinstance(backend.driver, FakeDriver) else LibvirtDriver(uri)
     )
     with pytest.raises(HypervisorUnavailable):  # not connected yet
         await driver.state(str(uuid.uuid4()))

@@ -92,7 +92,7 @@ async def test_guest_events_and_ignored_power_button(tmp_path: Path) -> None:
     await driver.start(other)
     driver.guest_poweroff(other.vm_id)
     assert await driver.list_domains() == {
-        spec.vm_id: DomainState.SHUTOFF,
+        spec.vm_id: DomainState.CRASHED,
         other.vm_id: DomainState.SHUTOFF,
     }
 

@@ -12,6 +12,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from site_agent.compute import libvirt_driver
 from site_agent.compute.driver import Accel, DomainSpec, DomainState
 from site_agent.compute.errors import ComputeError, DeviceError, DomainCreateFailed
 from site_agent.compute.libvirt_driver import STATE_MAP, LibvirtDriver, accel_for_uri
@@ -123,6 +124,7 @@ def _fake_accel_module(monkeypatch: pytest.MonkeyPatch, result: Accel | Exceptio
 
     module.detect_local_accel = detect_local_accel  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "site_agent.compute.accel", module)
+    monkeypatch.setattr(libvirt_driver, "_local_accel", None)  # forget the process-wide verdict
 
 
 def test_accel_from_uri(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,6 +138,7 @@ def test_accel_from_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_accel_module(monkeypatch, RuntimeError("probe broke"))
     assert accel_for_uri("qemu:///system") is Accel.TCG
     monkeypatch.setitem(sys.modules, "site_agent.compute.accel", None)  # module absent
+    monkeypatch.setattr(libvirt_driver, "_local_accel", None)
     assert accel_for_uri("qemu:///system") is Accel.TCG
 
 
@@ -186,3 +189,18 @@ async def test_detach_that_the_guest_never_completes_raises_device_error(
     monkeypatch.setattr(driver, "_still_attached_sync", lambda vm_id, target: True)
     with pytest.raises(DeviceError, match="did not release"):
         await driver.detach_disk(str(uuid.uuid4()), "vdb")
+
+
+def test_the_local_probe_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    module = types.ModuleType("site_agent.compute.accel")
+
+    def detect_local_accel() -> Accel:
+        calls.append(1)
+        return Accel.TCG
+
+    module.detect_local_accel = detect_local_accel  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "site_agent.compute.accel", module)
+    monkeypatch.setattr(libvirt_driver, "_local_accel", None)
+    assert [accel_for_uri("qemu:///system") for _ in range(3)] == [Accel.TCG] * 3
+    assert len(calls) == 1

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from site_agent.context import ContextSeed, NetworkConfig, write_cidata_iso
-
+from tests.site_agent.guest.qemu_guest import QemuGuest
 
 
 def _ssh_public_key(comment: str) -> str:
@@ -45,7 +45,7 @@ HOSTILE_CONTEXT = {
     "UNICODE": "héllo wörld ✓",
 }
 
-BootGuest = Callable[..., Any]
+BootGuest = Callable[..., QemuGuest]
 BOOT_TIME_LIMIT = 20.0  # generous: about 3 s on an idle 2-core TCG host
 
 
@@ -53,9 +53,7 @@ def _ready_pattern(instance_id: str, ip: str) -> str:
     return rf"^STRATUS-READY {re.escape(instance_id)} {re.escape(ip)}$"
 
 
-def _report_boot(
-    record_property: Callable[[str, object], None], name: str, seconds: float
-) -> None:
+def _report_boot(record_property: Callable[[str, object], None], name: str, seconds: float) -> None:
     record_property("boot_seconds", round(seconds, 2))
     print(f"\n{name}: launch -> STRATUS-READY in {seconds:.2f} s (TCG)")
 
@@ -64,7 +62,7 @@ def _context_script() -> str:
     lines = [
         "#!/bin/sh",
         "echo USERDATA-MARKER-7f3a",
-        "echo \"HOSTNAME=<$(hostname)>\"",
+        'echo "HOSTNAME=<$(hostname)>"',
         "sed 's/^/CTXFILE /' /etc/stratus/context",
         ". /etc/stratus/context",
     ]
@@ -156,10 +154,13 @@ def test_block_hotplug_is_reported(boot_guest: BootGuest, tmp_path: Path) -> Non
         "blockdev-add",
         **{"driver": "raw", "node-name": "hp1", "file": {"driver": "file", "filename": str(extra)}},
     )
+    plugged = time.monotonic() - guest.started
     guest.qmp("device_add", driver="virtio-blk-pci", id="hpdisk1", drive="hp1")
     _, added = guest.wait_for(r"^STRATUS-BLOCK add vdc$", timeout=30)
+    unplugged = time.monotonic() - guest.started
     guest.qmp("device_del", id="hpdisk1")
     _, removed = guest.wait_for(r"^STRATUS-BLOCK remove vdc$", timeout=30)
+    print(f"\nhot-plug seen in {added - plugged:.2f} s, unplug in {removed - unplugged:.2f} s")
     assert removed > added
     assert [line for line in guest.lines if line.startswith("STRATUS-BLOCK")] == [
         "STRATUS-BLOCK add vdc",
@@ -173,12 +174,14 @@ def test_power_button_shuts_down_cleanly(boot_guest: BootGuest, tmp_path: Path) 
     write_cidata_iso(ContextSeed(instance_id=instance_id, hostname="off"), iso)
 
     guest = boot_guest(seed=iso)
-    _, ready = guest.wait_for(_ready_pattern(instance_id, "none"))
+    guest.wait_for(_ready_pattern(instance_id, "none"))
+    pressed = time.monotonic() - guest.started
     guest.qmp("system_powerdown")  # what libvirt's virDomainShutdown does
     _, announced = guest.wait_for(rf"^STRATUS-SHUTDOWN {instance_id}$", timeout=15)
     assert guest.wait_exit(timeout=15) == 0  # QEMU exits when the guest powers off
+    off = time.monotonic() - guest.started
     assert any("reboot: Power down" in line for line in guest.lines)
-    print(f"\npower button -> STRATUS-SHUTDOWN after {announced - ready:.2f} s")
+    print(f"\npower button -> SHUTDOWN line {announced - pressed:.2f} s, off {off - pressed:.2f} s")
 
 
 def test_boot_without_seed_reports_none(boot_guest: BootGuest) -> None:
