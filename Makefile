@@ -16,7 +16,7 @@ python-deps: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v -e '^ *$$' -e 'Editable installation' || true
 	touch $@
 
 daemons:

@@ -21,11 +21,16 @@ Static API tokens name their account in the config and need no store.
 
 Caches (all bounded; nothing expensive is redone per request):
 
+* the finished principal by SHA-256 of the TLS leaf certificate or of the
+  bearer token, for ``principal_cache_seconds`` at most (never past the
+  token's ``exp`` or the certificate's/AC's expiry): the warm path of a
+  request is one hash and one dictionary lookup;
 * verified certificate chains by SHA-256 of the leaf (TLS) or of the
   forwarded headers, until the certificate or VOMS AC expires (5 min max);
 * verified OIDC tokens by SHA-256 of the token, in :class:`~auth.oidc.OidcVerifier`;
 * identity -> account for ``principal_cache_seconds`` (account changes such
-  as a new role or a disabled account take effect within that time).
+  as a new role or a disabled account take effect within that time, or at
+  once after :meth:`Authenticator.forget`).
 
 Errors: ``NoCredential`` / ``CredentialRejected`` (401), ``AccessDenied`` (403),
 ``AuthUnavailable`` (503). Messages name the problem, never the secret.
@@ -172,8 +177,9 @@ class Authenticator:
         self._max_header = max_authorization_header
         self._server_context_factory = server_context_factory
         self._clock = clock
-        self._cert_cache: TtlCache[bytes, VerifiedLogin] = TtlCache(CACHE_SIZE)
-        self._account_cache: TtlCache[str, AccountPublic | None] = TtlCache(CACHE_SIZE)
+        self._cert_cache: TtlCache[bytes, tuple[VerifiedLogin, float]] = TtlCache(CACHE_SIZE)
+        self._account_cache: TtlCache[str, AccountPublic] = TtlCache(CACHE_SIZE)
+        self._principals: TtlCache[bytes, Principal] = TtlCache(CACHE_SIZE)
         self._no_credential = NoCredential(
             "authentication required: present "
             + _www_methods(
@@ -289,7 +295,14 @@ class Authenticator:
         """The principal for ``credentials``; raises an ``AuthError`` subclass otherwise."""
         headers = credentials.headers
         if credentials.peer is not None and self._x509 is not None:
-            return await self._resolve(self._tls_login(credentials.peer))
+            key = b"tls:" + hashlib.sha256(credentials.peer.leaf).digest()
+            now = self._clock()
+            principal = self._principals.get(key, now)
+            if principal is None:
+                login, expires = self._tls_login(credentials.peer)
+                principal = await self._resolve(login)
+                self._principals.put(key, principal, min(expires, now + self._principal_ttl))
+            return principal
         if self._trusted_proxy is not None:
             forwarded = headers.get(self._trusted_proxy.cert_header)
             if forwarded:
@@ -302,7 +315,13 @@ class Authenticator:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() == "bearer" and value:
-            return await self._bearer(value)
+            key = b"bearer:" + hashlib.sha256(value.encode()).digest()
+            now = self._clock()
+            principal = self._principals.get(key, now)
+            if principal is None:
+                principal, lifetime = await self._bearer(value)
+                self._principals.put(key, principal, now + min(lifetime, self._principal_ttl))
+            return principal
         if scheme.lower() == "basic" and value:
             return await self._basic(value)
         if scheme.lower() in ("bearer", "basic"):
@@ -333,7 +352,8 @@ class Authenticator:
         seconds_left = (expires - datetime.now(UTC)).total_seconds()
         return login, min(seconds_left, CERT_CACHE_SECONDS)
 
-    def _tls_login(self, peer: PeerCertificates) -> VerifiedLogin:
+    def _tls_login(self, peer: PeerCertificates) -> tuple[VerifiedLogin, float]:
+        """The verified login of a TLS peer and until when (clock) it may be cached."""
         assert self._x509 is not None
         key = hashlib.sha256(peer.leaf).digest()
         now = self._clock()
@@ -363,8 +383,8 @@ class Authenticator:
             )
         login, ttl = self._cert_login(identity)
         if ttl > 0:
-            self._cert_cache.put(key, login, now + ttl)
-        return login
+            self._cert_cache.put(key, (login, now + ttl), now + ttl)
+        return login, now + ttl
 
     def _forwarded_login(self, credentials: Credentials, leaf_header: str) -> VerifiedLogin:
         assert self._trusted_proxy is not None and self._chain_verifier is not None
@@ -383,7 +403,7 @@ class Authenticator:
         now = self._clock()
         cached = self._cert_cache.get(key, now)
         if cached is not None:
-            return cached
+            return cached[0]
         leaf_certs = parse_forwarded_certificates(leaf_header)
         extra = parse_forwarded_certificates(chain_header) if chain_header else []
         leaf = leaf_certs[0]
@@ -393,7 +413,7 @@ class Authenticator:
         identity = self._chain_verifier.verify(leaf, rest)
         login, ttl = self._cert_login(identity)
         if ttl > 0:
-            self._cert_cache.put(key, login, now + ttl)
+            self._cert_cache.put(key, (login, now + ttl), now + ttl)
         return login
 
     def _from_trusted_proxy(self, remote: str | None) -> bool:
@@ -407,16 +427,17 @@ class Authenticator:
 
     # --- bearer and basic ----------------------------------------------------------
 
-    async def _bearer(self, token: str) -> Principal:
+    async def _bearer(self, token: str) -> tuple[Principal, float]:
+        """The principal of a bearer token and how many seconds it may be cached."""
         static_error: CredentialRejected | None = None
         if self._tokens is not None:
             try:
-                return self._tokens.authenticate(token)
+                return self._tokens.authenticate(token), self._principal_ttl
             except CredentialRejected as exc:
                 static_error = exc
         if self._oidc is not None and token.count(".") == 2:
             identity = await self._oidc.verify(token)
-            return await self._resolve(
+            principal = await self._resolve(
                 VerifiedLogin(
                     identity=identity.identity,
                     kind=IdentityKind.OIDC,
@@ -427,6 +448,7 @@ class Authenticator:
                     admin_groups=identity.admin_groups,
                 )
             )
+            return principal, identity.expires_at - time.time()
         if static_error is not None:
             raise static_error
         raise CredentialRejected("bearer tokens are not accepted by this service")
@@ -505,6 +527,7 @@ class Authenticator:
 
     def forget(self, identity: str | None = None) -> None:
         """Drop cached account lookups (of ``identity``, or all): changes apply at once."""
+        self._principals.clear()
         if identity is None:
             self._account_cache.clear()
         else:

@@ -59,4 +59,3 @@ def common_name(name: x509.Name) -> str | None:
         return None
     value = attrs[-1].value
     return value if isinstance(value, str) else value.decode(errors="replace")
-

@@ -35,7 +35,7 @@ resumption rare.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,22 +76,45 @@ def server_ssl_context(
     return context
 
 
-@dataclass(frozen=True)
 class PeerCertificates:
     """The client certificates of one TLS connection, DER encoded.
 
+    ``leaf`` is the client's certificate (for a proxy, the proxy itself).
     ``chain`` is the verified chain, leaf first, or None when the session was
-    resumed (or the Python build offers no way to read it).
+    resumed (or the Python build offers no way to read it). The chain may be
+    read lazily (``loader``): callers that find the leaf in a cache never pay
+    for it.
     """
 
-    leaf: bytes
-    chain: tuple[bytes, ...] | None
+    __slots__ = ("_chain", "_loader", "leaf")
+
+    def __init__(
+        self,
+        leaf: bytes,
+        chain: tuple[bytes, ...] | None = None,
+        *,
+        loader: Callable[[], tuple[bytes, ...] | None] | None = None,
+    ) -> None:
+        self.leaf = leaf
+        self._chain = chain
+        self._loader = loader
+
+    @property
+    def chain(self) -> tuple[bytes, ...] | None:
+        if self._loader is not None:
+            self._chain = self._loader()
+            self._loader = None
+        return self._chain
+
+    def __repr__(self) -> str:
+        return f"PeerCertificates(leaf={len(self.leaf)} bytes)"
 
 
 def peer_certificates(ssl_object: Any) -> PeerCertificates | None:
     """The verified client certificates of ``ssl_object`` (``ssl.SSLObject``/``SSLSocket``).
 
-    None when the client presented no certificate.
+    None when the client presented no certificate. The chain is read when
+    first asked for.
     """
     if ssl_object is None:
         return None
@@ -102,12 +125,14 @@ def peer_certificates(ssl_object: Any) -> PeerCertificates | None:
     if getter is None:
         inner = getattr(ssl_object, "_sslobj", None)
         getter = getattr(inner, "get_verified_chain", None)
-    chain: tuple[bytes, ...] | None = None
-    if getter is not None:
+    if getter is None:
+        return PeerCertificates(leaf)
+
+    def load() -> tuple[bytes, ...] | None:
         raw = getter()
-        if raw:
-            chain = tuple(_to_der(c) for c in raw)
-    return PeerCertificates(leaf=leaf, chain=chain)
+        return tuple(_to_der(c) for c in raw) if raw else None
+
+    return PeerCertificates(leaf, loader=load)
 
 
 def _to_der(cert: Any) -> bytes:

@@ -20,6 +20,7 @@ restricted proxies are refused: their rights cannot be honoured.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,8 +194,6 @@ def parse_forwarded_certificates(value: str) -> list[x509.Certificate]:
         if "-----BEGIN CERTIFICATE-----" in text:
             text = _restore_pem_newlines(text)
             return x509.load_pem_x509_certificates(text.encode())
-        import base64
-
         return [x509.load_der_x509_certificate(base64.b64decode(text, validate=True))]
     except ValueError as exc:
         raise CredentialRejected(

@@ -19,8 +19,9 @@ import argparse
 import asyncio
 import platform
 import secrets
-import subprocess
+import shutil
 import sys
+import tempfile
 import time
 import tomllib
 import uuid
@@ -28,17 +29,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from aiohttp.test_utils import TestClient, TestServer
 
-from auth.tokens import hash_token  # noqa: E402
-from benchmarks.common import percentile, write_section  # noqa: E402
-from site_agent.app import build_site_app  # noqa: E402
-from site_agent.compute.accel import detect_local_accel  # noqa: E402
-from site_agent.compute.driver import Accel  # noqa: E402
-from site_agent.config import SiteConfig  # noqa: E402
-from site_agent.context.cidata import ContextSeed, write_cidata_iso  # noqa: E402
-from site_agent.guest.builder import GuestImage, build_guest  # noqa: E402
-from tests.site_agent.real_site import image_toml, qemu_reachable_dir  # noqa: E402
+from auth.tokens import hash_token
+from benchmarks.common import percentile, write_section
+from site_agent.app import build_site_app
+from site_agent.compute.accel import detect_local_accel
+from site_agent.compute.driver import Accel
+from site_agent.config import SiteConfig
+from site_agent.context.cidata import ContextSeed, write_cidata_iso
+from site_agent.guest.builder import GuestImage, build_guest
+from site_agent.guest.site_image import guest_image_toml
+from site_agent.storage.qemu_img import create_overlay
 
 
 async def raw_boot(image: GuestImage, accel: Accel, workdir: Path) -> float:
@@ -47,18 +49,40 @@ async def raw_boot(image: GuestImage, accel: Accel, workdir: Path) -> float:
     overlay = workdir / f"{vm_id}.qcow2"
     seed = workdir / f"{vm_id}.iso"
     fmt = "raw" if image.disk.suffix in (".raw", ".img") else "qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image.disk), str(overlay)],
-                   check=True)
+    await create_overlay(image.disk, fmt, overlay)
     write_cidata_iso(ContextSeed(instance_id=vm_id, hostname="raw"), seed)
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        "qemu-system-x86_64", "-accel", "kvm" if accel == Accel.KVM else "tcg", "-m", "256", "-smp", "1",
-        "-machine", "pc", "-nographic", "-no-reboot", "-nic", "none",
-        "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", image.cmdline,
-        "-drive", f"file={overlay},if=virtio,format=qcow2",
-        "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
-        "-serial", "stdio", "-monitor", "none",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "qemu-system-x86_64",
+        "-accel",
+        "kvm" if accel == Accel.KVM else "tcg",
+        "-m",
+        "256",
+        "-smp",
+        "1",
+        "-machine",
+        "pc",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-kernel",
+        str(image.kernel),
+        "-initrd",
+        str(image.initrd),
+        "-append",
+        image.cmdline,
+        "-drive",
+        f"file={overlay},if=virtio,format=qcow2",
+        "-drive",
+        f"file={seed},if=virtio,format=raw,readonly=on",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     try:
@@ -78,11 +102,15 @@ async def raw_boot(image: GuestImage, accel: Accel, workdir: Path) -> float:
 async def stratus_boot(client: TestClient, headers: dict[str, str]) -> float:
     """Seconds from the create call to the API reporting the guest ready."""
     start = time.perf_counter()
-    resp = await client.post("/api/v1/vms", json={"image": "busybox", "vcpus": 1, "memory_mib": 256},
-                             headers=headers)
+    resp = await client.post(
+        "/api/v1/vms", json={"image": "busybox", "vcpus": 1, "memory_mib": 256}, headers=headers
+    )
     vm_id = (await resp.json())["vms"][0]["id"]
-    vm = await (await client.get(f"/api/v1/vms/{vm_id}", params={"wait": "ready", "timeout": "120"},
-                                 headers=headers)).json()
+    vm = await (
+        await client.get(
+            f"/api/v1/vms/{vm_id}", params={"wait": "ready", "timeout": "120"}, headers=headers
+        )
+    ).json()
     elapsed = time.perf_counter() - start
     await client.delete(f"/api/v1/vms/{vm_id}", headers=headers)
     if not vm["ready"]:
@@ -96,19 +124,24 @@ async def main(runs: int, guest_dir: Path) -> str:
     token = secrets.token_urlsafe(16)
     raw: list[float] = []
     api: list[float] = []
-    with qemu_reachable_dir("stratus-bench-") as state:
-        config = SiteConfig.model_validate(tomllib.loads(f"""
+    # QEMU runs as libvirt-qemu: the state directory must be traversable (0755).
+    state = Path(tempfile.mkdtemp(prefix="stratus-bench-", dir="/var/tmp"))
+    state.chmod(0o755)
+    try:
+        config = SiteConfig.model_validate(
+            tomllib.loads(f"""
 [site]
-state_dir = "{state / 'site'}"
+state_dir = "{state / "site"}"
 [[hosts]]
 uri = "qemu:///system"
-accel = "{'kvm' if accel == Accel.KVM else 'tcg'}"
+accel = "{"kvm" if accel == Accel.KVM else "tcg"}"
 [quarantine]
 period_seconds = 0
 [[auth.tokens]]
 token_hash = "{hash_token(token)}"
 account = "bench"
-{image_toml(image)}"""))
+{guest_image_toml(image)}""")
+        )
         client = TestClient(TestServer(build_site_app(config)))
         await client.start_server()
         headers = {"Authorization": f"Bearer {token}"}
@@ -118,17 +151,21 @@ account = "bench"
             for i in range(runs):
                 raw.append(await raw_boot(image, accel, state))
                 api.append(await stratus_boot(client, headers))
-                print(f"run {i + 1}/{runs}: raw {raw[-1]:.2f} s, stratus {api[-1]:.2f} s", flush=True)
+                print(
+                    f"run {i + 1}/{runs}: raw {raw[-1]:.2f} s, stratus {api[-1]:.2f} s", flush=True
+                )
         finally:
             await client.close()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
     p50_raw, p95_raw = percentile(raw, 50), percentile(raw, 95)
     p50_api, p95_api = percentile(api, 50), percentile(api, 95)
     return f"""## Provisioning: API create -> guest ready, vs raw QEMU
 
 Command: `.venv/bin/python benchmarks/provision.py --runs {runs}` (also `make bench`)
 
-Machine: {platform.node()}, accelerator `{accel.value}`, {runs} alternating runs after one warm-up each,
-guest: busybox initramfs + Debian cloud kernel, 1 vCPU, 256 MiB.
+Machine: {platform.node()}, accelerator `{accel.value}`, {runs} alternating runs after one warm-up
+each; guest: busybox initramfs + Debian cloud kernel, 1 vCPU, 256 MiB.
 
 | path | p50 (s) | p95 (s) |
 |---|---|---|
@@ -141,9 +178,13 @@ Target: ratio <= 1.25 at p50.
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--guest-dir", type=Path, default=Path(__file__).resolve().parent.parent / "build" / "guest")
+    parser.add_argument(
+        "--guest-dir", type=Path, default=Path(__file__).resolve().parent.parent / "build" / "guest"
+    )
     args = parser.parse_args()
     report = asyncio.run(main(args.runs, args.guest_dir))
     print(report)

@@ -15,7 +15,9 @@
 
 Precedence: command-line option, then environment (``STRATUS_ENDPOINT``,
 ``STRATUS_URL``, ``STRATUS_TOKEN``, ``STRATUS_CERT``, ``STRATUS_CA``), then the
-named endpoint in the file.
+named endpoint in the file. With no token and no certificate configured, the
+user's grid proxy is used if there is one (``$X509_USER_PROXY``, then
+``/tmp/x509up_u<uid>``), as grid tools do.
 """
 
 from __future__ import annotations
@@ -90,10 +92,25 @@ def resolve_endpoint(
             final_token = token_path.read_text().strip()
         except OSError as exc:
             raise ClientConfigError(f"cannot read token_file {token_path}: {exc}") from exc
+    final_cert = cert or os.environ.get("STRATUS_CERT") or entry.get("cert")
+    if final_cert is None and final_token is None:
+        final_cert = default_grid_proxy()
     return Endpoint(
         name=name or "(command line)",
         url=str(final_url).rstrip("/"),
         token=final_token,
-        cert=cert or os.environ.get("STRATUS_CERT") or entry.get("cert"),
+        cert=final_cert,
         ca=os.environ.get("STRATUS_CA") or entry.get("ca"),
     )
+
+
+def default_grid_proxy() -> str | None:
+    """The grid proxy as grid tools find it: ``$X509_USER_PROXY``, then ``/tmp/x509up_u<uid>``.
+
+    Only used when no token is configured; ``None`` if neither file exists.
+    """
+    candidates = [os.environ.get("X509_USER_PROXY"), f"/tmp/x509up_u{os.getuid()}"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None

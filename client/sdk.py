@@ -11,14 +11,17 @@ raise :class:`client.errors.ApiError` carrying the service's error code.
 
 from __future__ import annotations
 
+import ssl
 import uuid
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from client.config import Endpoint
-from client.errors import ApiError, ConnectionFailed
+from client.errors import ApiError, ClientConfigError, ConnectionFailed
 
 API = "/api/v1"
 
@@ -32,7 +35,7 @@ class StratusClient:
         *,
         token: str | None = None,
         cert: str | None = None,
-        verify: bool | str = True,
+        ca: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -42,21 +45,14 @@ class StratusClient:
         self._http = httpx.Client(
             base_url=url.rstrip("/") + API,
             headers=headers,
-            cert=cert,
-            verify=verify,
+            verify=tls_context(cert, ca),
             timeout=timeout,
             transport=transport,
         )
 
     @classmethod
     def from_endpoint(cls, endpoint: Endpoint, **kwargs: Any) -> StratusClient:
-        return cls(
-            endpoint.url,
-            token=endpoint.token,
-            cert=endpoint.cert,
-            verify=endpoint.ca or True,
-            **kwargs,
-        )
+        return cls(endpoint.url, token=endpoint.token, cert=endpoint.cert, ca=endpoint.ca, **kwargs)
 
     def __enter__(self) -> StratusClient:
         return self
@@ -144,9 +140,66 @@ class StratusClient:
         images: list[dict[str, Any]] = self.request("GET", "/images")["images"]
         return images
 
+    def whoami(self) -> dict[str, Any]:
+        who: dict[str, Any] = self.request("GET", "/whoami")
+        return who
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        accounts: list[dict[str, Any]] = self.request("GET", "/accounts")["accounts"]
+        return accounts
+
+    def account(self, name: str) -> dict[str, Any]:
+        account: dict[str, Any] = self.request("GET", f"/accounts/{name}")
+        return account
+
+    def create_account(self, spec: dict[str, Any]) -> dict[str, Any]:
+        account: dict[str, Any] = self.request("POST", "/accounts", json=spec)
+        return account
+
+    def update_account(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        account: dict[str, Any] = self.request("PATCH", f"/accounts/{name}", json=changes)
+        return account
+
+    def delete_account(self, name: str) -> None:
+        self.request("DELETE", f"/accounts/{name}")
+
+    def link_identity(self, name: str, identity: str, kind: str) -> dict[str, Any]:
+        body = {"identity": identity, "kind": kind}
+        account: dict[str, Any] = self.request("POST", f"/accounts/{name}/identities", json=body)
+        return account
+
+    def add_to_group(self, name: str, group: str, *, admin: bool = False) -> dict[str, Any]:
+        body = {"group": group, "admin": admin}
+        account: dict[str, Any] = self.request("POST", f"/accounts/{name}/groups", json=body)
+        return account
+
+    def remove_from_group(self, name: str, group: str) -> dict[str, Any]:
+        account: dict[str, Any] = self.request("DELETE", f"/accounts/{name}/groups/{quote(group)}")
+        return account
+
     def list_hosts(self) -> list[dict[str, Any]]:
         hosts: list[dict[str, Any]] = self.request("GET", "/hosts")["hosts"]
         return hosts
+
+
+def tls_context(cert: str | None, ca: str | None) -> ssl.SSLContext:
+    """Client TLS: trust ``ca`` (a CA file, or an IGTF-style hashed directory) or the system
+    store; present ``cert`` (a PEM with certificate, key and chain: a grid proxy works)."""
+    context = ssl.create_default_context()
+    if ca is not None:
+        try:
+            if Path(ca).is_dir():
+                context.load_verify_locations(capath=ca)
+            else:
+                context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientConfigError(f"cannot load CA certificates from {ca}: {exc}") from exc
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientConfigError(f"cannot load certificate {cert}: {exc}") from exc
+    return context
 
 
 def _api_error(response: httpx.Response) -> ApiError:

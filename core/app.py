@@ -9,6 +9,7 @@ cannot drift from what the app serves.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,7 +116,7 @@ def is_public(request: web.Request) -> bool:
     if canonical == API_PREFIX + "/openapi.json":
         return True
     for spec in request.app[ROUTE_SPECS]:
-        if API_PREFIX + spec.path == canonical and spec.method == request.method:
+        if API_PREFIX + template_path(spec.path) == canonical and spec.method == request.method:
             return spec.public
     return False
 
@@ -184,7 +185,7 @@ def build_openapi(specs: Iterable[RouteSpec], *, title: str, version: str) -> di
         op["responses"][str(spec.status)] = response
         if not spec.public:
             op["security"] = [{"bearer": []}]
-        paths.setdefault(API_PREFIX + spec.path, {})[spec.method.lower()] = op
+        paths.setdefault(API_PREFIX + template_path(spec.path), {})[spec.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
@@ -194,6 +195,11 @@ def build_openapi(specs: Iterable[RouteSpec], *, title: str, version: str) -> di
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def template_path(path: str) -> str:
+    """``path`` without aiohttp's regex parts: ``/a/{g:.+}`` -> ``/a/{g}`` (OpenAPI form)."""
+    return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)
 
 
 def _path_params(path: str) -> list[str]:

@@ -58,6 +58,7 @@ def kill_leftovers(url: str, token: str) -> None:
 def write_config(state: Path, guest_dir: Path, token: str) -> Path:
     from auth.tokens import hash_token
     from site_agent.guest.builder import build_guest
+    from site_agent.guest.site_image import guest_image_toml
 
     guest = build_guest(guest_dir)  # cached: a no-op when `make guest` already built it
 
@@ -71,14 +72,7 @@ state_dir = "{state / "site"}"
 [[hosts]]
 uri = "qemu:///system"
 
-[[images]]
-name = "busybox"
-disk = "{guest.disk}"
-format = "{guest.disk.suffix.lstrip(".").replace("img", "raw")}"
-kernel = "{guest.kernel}"
-initrd = "{guest.initrd}"
-cmdline = "{guest.cmdline}"
-
+{guest_image_toml(guest)}
 [quarantine]
 period_seconds = 60
 

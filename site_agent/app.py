@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from auth.tokens import TokenAuthenticator, TokenEntry
+from auth.authenticator import Authenticator
+from auth.middleware import auth_middleware, install_authenticator
+from auth.routes import account_routes
 from core.app import make_app
 from core.db import create_tables, make_engine
 from site_agent.api import site_routes, vm_routes
-from site_agent.api.keys import CONFIG, HOSTS, IMAGES, LAYOUT, QUARANTINE, VM_MANAGER
-from site_agent.api.token_middleware import token_middleware
+from site_agent.api.keys import CONFIG, ENGINE, HOSTS, IMAGES, LAYOUT, QUARANTINE, VM_MANAGER
 from site_agent.config import SiteConfig
 from site_agent.host_pool import HostPool
 from site_agent.images.catalog import ImageCatalog
@@ -33,18 +34,17 @@ log = logging.getLogger(__name__)
 
 def build_site_app(config: SiteConfig, *, hosts: HostPool | None = None) -> web.Application:
     """The site agent app for ``config``. ``hosts`` may be given to inject drivers (tests)."""
-    authenticator = TokenAuthenticator(
-        TokenEntry(
-            token_hash=t.token_hash, account=t.account, admin=t.admin, groups=tuple(t.groups)
-        )
-        for t in config.auth.tokens
-    )
+    engine = make_engine(config.database_url)
+    # Reads the CA directory and vomsdir once; no SSL context or X509 store per request.
+    authenticator = Authenticator.from_config(config.auth, engine=engine)
     app = make_app(
-        [*vm_routes.routes(), *site_routes.routes()],
+        [*vm_routes.routes(), *site_routes.routes(), *account_routes()],
         title=f"Stratus site agent ({config.site.name})",
-        middlewares=[token_middleware(authenticator)],
+        middlewares=[auth_middleware(authenticator)],
     )
+    install_authenticator(app, authenticator)
     app[CONFIG] = config
+    app[ENGINE] = engine
     app[LAYOUT] = StateLayout(config.site.state_dir)
     app[IMAGES] = ImageCatalog(config.images)
     app[HOSTS] = hosts or HostPool.from_config(config.hosts)
@@ -56,7 +56,7 @@ async def _site_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     layout = app[LAYOUT]
     layout.prepare()
-    engine = make_engine(config.database_url)
+    engine = app[ENGINE]
     await asyncio.to_thread(create_tables, engine)
     hosts = app[HOSTS]
     await hosts.connect(owner=layout.instance_id())

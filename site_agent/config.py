@@ -6,21 +6,14 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from auth.config import AuthConfig
 from core.config import StrictModel
-
-
-class TokenConfig(StrictModel):
-    """An API token: only its ``sha256:<hex>`` hash is stored (``stratus token hash``)."""
-
-    token_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    account: str = Field(min_length=1, max_length=64)
-    admin: bool = False
-    groups: list[str] = Field(default_factory=list)
 
 
 class HostConfig(StrictModel):
@@ -66,8 +59,54 @@ class QuarantineConfig(StrictModel):
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
 
 
-class SiteAuthConfig(StrictModel):
-    tokens: list[TokenConfig] = Field(default_factory=list)
+class NetworkPoolConfig(StrictModel):
+    """An address pool (``[[networks]]``) and the hypervisor network its VMs plug into.
+
+    Addresses handed out automatically are ``range_start``..``range_end``
+    (default: every host address of ``cidr``) minus ``gateway``,
+    ``host_address`` and the ``fixed`` ones; ``fixed`` addresses are leased
+    only to a create that asks for one by ``address``. See docs/networking.md.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,23}$")
+    type: Literal["public", "local", "private"]
+    cidr: IPv4Network
+    gateway: IPv4Address | None = None
+    dns: list[IPv4Address] = Field(default_factory=list, max_length=3)
+    range_start: IPv4Address | None = None
+    range_end: IPv4Address | None = None
+    fixed: list[IPv4Address] = Field(default_factory=list, max_length=4096)
+    host_address: IPv4Address | None = None
+    managed: bool = True
+    libvirt_network: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]{1,64}$")
+    bridge: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,15}$")
+
+    @model_validator(mode="after")
+    def _addresses_in_subnet(self) -> NetworkPoolConfig:
+        net = self.cidr
+        if net.prefixlen > 30:
+            raise ValueError(f"cidr {net} is too small: use a /30 or larger")
+        special = {net.network_address, net.broadcast_address}
+        named = [("gateway", self.gateway), ("host_address", self.host_address)]
+        named += [("range_start", self.range_start), ("range_end", self.range_end)]
+        named += [("fixed", a) for a in self.fixed]
+        for what, address in named:
+            if address is not None and (address not in net or address in special):
+                raise ValueError(f"{what} {address} is not a host address of {net}")
+        if self.range_start and self.range_end and self.range_start > self.range_end:
+            raise ValueError(f"range_start {self.range_start} is after range_end {self.range_end}")
+        if len(set(self.fixed)) != len(self.fixed):
+            raise ValueError("fixed lists an address twice")
+        if not self.managed and self.libvirt_network is None:
+            raise ValueError("managed = false needs libvirt_network (the existing network to use)")
+        return self
+
+
+class QuotaConfig(StrictModel):
+    """Per-account limits on persistent volumes (every account gets the same)."""
+
+    volumes_count: int = Field(default=20, ge=0)
+    volumes_total_gib: int = Field(default=1024, ge=0)
 
 
 class SiteConfig(StrictModel):
@@ -76,7 +115,19 @@ class SiteConfig(StrictModel):
     images: list[ImageConfig] = Field(default_factory=list)
     vm: VmPolicy = Field(default_factory=VmPolicy)
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
-    auth: SiteAuthConfig = Field(default_factory=SiteAuthConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    networks: list[NetworkPoolConfig] = Field(default_factory=list, max_length=16)
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig)
+
+    @field_validator("networks")
+    @classmethod
+    def _unique_network_names(cls, pools: list[NetworkPoolConfig]) -> list[NetworkPoolConfig]:
+        for attr in ("name", "libvirt_network", "bridge"):
+            values = [getattr(p, attr) for p in pools if getattr(p, attr) is not None]
+            dupes = {v for v in values if values.count(v) > 1}
+            if dupes:
+                raise ValueError(f"duplicate network {attr}: {', '.join(sorted(dupes))}")
+        return pools
 
     @field_validator("images")
     @classmethod
@@ -133,11 +184,46 @@ monitor_interval_seconds = 5        # how often hypervisor state is reconciled
 period_seconds = 900                # a killed VM's disks are kept this long
 sweep_interval_seconds = 30
 
-# Until certificate/OIDC login is configured, every call needs an API token.
-# Make one with `stratus token new`; only its hash goes here.
+# Address pools (docs/networking.md). The first one is the default network of
+# a VM; the agent creates each pool's isolated libvirt network on every host.
+# With no [[networks]] VMs get no network interface.
+[[networks]]
+name = "public"
+type = "public"                     # public | local | private
+cidr = "198.18.0.0/24"
+gateway = "198.18.0.1"
+dns = ["198.18.0.1"]
+host_address = "198.18.0.1"         # optional: the host's address on the bridge
+range_start = "198.18.0.10"         # optional: default the whole subnet
+range_end = "198.18.0.200"
+fixed = ["198.18.0.250"]            # only leased when asked for by address
+# managed = false                   # use an existing libvirt network instead:
+# libvirt_network = "br-public"
+
+# Persistent volumes per account (docs/storage.md).
+[quotas]
+volumes_count = 20
+volumes_total_gib = 1024
+
+# Authentication (docs/authentication.md): API tokens, grid certificates and
+# proxies (VOMS), OIDC issuers, local passwords. Every call needs one of them.
+# An API token: make one with `stratus token new`; only its hash goes here.
 [[auth.tokens]]
 token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 account = "alice"
 admin = false
 groups = []
+
+# Grid certificates over HTTPS (the agent then serves https://).
+# [auth.x509]
+# enabled = true
+# ca_dir = "/etc/grid-security/certificates"
+# crl_policy = "strict"                 # strict | if-present | best-effort | off
+# server_cert = "/etc/grid-security/hostcert.pem"
+# server_key = "/etc/grid-security/hostkey.pem"
+# [auth.voms]
+# vomsdir = "/etc/grid-security/vomsdir"
+# [[auth.oidc.issuers]]
+# issuer = "https://aai.example.org/oidc/"
+# audience = ["stratus"]
 """

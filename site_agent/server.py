@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from auth.middleware import AUTHENTICATOR
 from core.app import SERVER_LIMITS
 from site_agent.app import build_site_app
 from site_agent.config import SiteConfig
@@ -20,10 +21,14 @@ async def serve(config: SiteConfig, *, ready_file: Path | None = None) -> None:
     app = build_site_app(config)
     runner = web.AppRunner(app, access_log=None, **SERVER_LIMITS)
     await runner.setup()
-    site = web.TCPSite(runner, config.site.listen_host, config.site.listen_port)
+    # HTTPS (with client certificates and proxies) when [auth.x509] has a server certificate.
+    ssl_context = app[AUTHENTICATOR].server_ssl_context()
+    site = web.TCPSite(
+        runner, config.site.listen_host, config.site.listen_port, ssl_context=ssl_context
+    )
     await site.start()
     host, port = runner.addresses[0][:2]
-    url = f"http://{host}:{port}"
+    url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
     logging.getLogger(__name__).info("site agent %s listening on %s", config.site.name, url)
     if ready_file is not None:
         ready_file.write_text(url + "\n")

@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import fresh_postgres_database
 
+pytest_plugins = ["tests.grid_world"]  # session-wide grid PKI and real proxies
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

@@ -8,6 +8,7 @@ example``...) are contributed by the installed service packages through the
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -79,12 +80,13 @@ def cli(
     ctx.obj = CliContext(endpoint_name, url, token, cert, config_path, output)
 
 
-def _load_plugins() -> None:
-    from client.cli import (
-        images,  # noqa: F401
-        vm,  # noqa: F401  (registers the vm group)
-    )
+# Modules under client/cli/ that add user commands to ``cli`` when imported.
+COMMAND_MODULES = ("vm", "images", "accounts")
 
+
+def _load_plugins() -> None:
+    for module in COMMAND_MODULES:
+        importlib.import_module(f"client.cli.{module}")
     for entry in entry_points(group="stratus.cli"):
         register = entry.load()
         register(cli)

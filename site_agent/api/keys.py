@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from sqlalchemy.engine import Engine
 
 from site_agent.config import SiteConfig
 from site_agent.host_pool import HostPool
@@ -12,6 +13,7 @@ from site_agent.quarantine import Quarantine
 from site_agent.vms.lifecycle import VmManager
 
 CONFIG = web.AppKey("config", SiteConfig)
+ENGINE = web.AppKey("engine", Engine)
 VM_MANAGER = web.AppKey("vm_manager", VmManager)
 HOSTS = web.AppKey("hosts", HostPool)
 IMAGES = web.AppKey("images", ImageCatalog)

@@ -16,6 +16,10 @@ Semantics every implementation honours (checked by the contract tests in
   each other's guests. With an empty ``owner`` every Stratus domain is listed.
 * All methods are ``async``: blocking libraries run in a thread inside the
   implementation, never in the caller's event loop.
+* Networks: ``ensure_network`` makes an isolated network (no forwarding, no
+  DHCP: guests get their address from the cidata seed) exist and run, and is
+  idempotent; ``remove_network`` of a missing network succeeds. A domain
+  whose NIC names a network that does not exist fails to start.
 
 Exception tree (module ``site_agent.compute.errors``)::
 
@@ -24,6 +28,8 @@ Exception tree (module ``site_agent.compute.errors``)::
     ├── DomainNotFound
     ├── HypervisorUnavailable
     ├── DeviceError          (attach/detach)
+    │   └── DiskNotAttached  (detach of a target the domain does not have)
+    ├── NetworkError         (ensure/remove a network)
     ├── DomainStateError     (operation not valid in the domain's state, e.g. reboot when off)
     └── NoHostAvailable      (placement: no host fits; ``reasons`` per host URI)
 """
@@ -76,6 +82,22 @@ class NicSpec:
 
     network: str  # libvirt network name
     mac: str
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """An isolated hypervisor network (a bridge with no uplink and no forwarding).
+
+    ``name`` is the hypervisor's network name, ``bridge`` the host bridge
+    device (at most 15 characters). With ``host_address`` the bridge gets
+    that IPv4 address with ``prefix`` on the host, so the host can reach the
+    guests; without it the network is pure layer 2.
+    """
+
+    name: str
+    bridge: str
+    host_address: str | None = None
+    prefix: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,4 +193,20 @@ class HypervisorDriver(abc.ABC):
 
     @abc.abstractmethod
     async def detach_disk(self, vm_id: str, target: str) -> None:
-        """Hot-unplug the disk at guest device ``target``. ``DeviceError`` if not attached."""
+        """Hot-unplug the disk at guest device ``target``.
+
+        ``DiskNotAttached`` (a ``DeviceError``) if the domain has no disk there.
+        """
+
+    @abc.abstractmethod
+    async def ensure_network(self, spec: NetworkSpec) -> None:
+        """Make the isolated network ``spec`` exist, run, and start with the host.
+
+        Idempotent: an existing network of that name is kept as it is (started
+        if inactive). ``NetworkError`` if it cannot be defined or started; a
+        network this call defined is then removed again.
+        """
+
+    @abc.abstractmethod
+    async def remove_network(self, name: str) -> None:
+        """Stop and remove the network ``name``. A missing network is not an error."""

@@ -25,6 +25,14 @@ class DeviceError(ComputeError):
     """A device attach or detach failed."""
 
 
+class DiskNotAttached(DeviceError):
+    """A detach named a guest device the domain has no disk at."""
+
+
+class NetworkError(ComputeError):
+    """A hypervisor network could not be defined, started or removed."""
+
+
 class DomainStateError(ComputeError):
     """The domain exists but its state does not allow the operation (e.g. reboot while shut off)."""
 

@@ -23,6 +23,9 @@ Failure simulation:
   leaves them running), as a guest without ACPI handling does.
 * ``crash(vm_id)`` / ``guest_poweroff(vm_id)``: the guest crashes or powers
   itself off, as seen later by ``state``.
+
+Networks are records in ``networks`` (name -> spec); as with libvirt, a
+domain whose NIC names a network that does not exist fails to start.
 """
 
 from __future__ import annotations
@@ -38,15 +41,19 @@ from site_agent.compute.driver import (
     DomainState,
     HostInfo,
     HypervisorDriver,
+    NetworkSpec,
 )
 from site_agent.compute.errors import (
     ComputeError,
     DeviceError,
+    DiskNotAttached,
     DomainCreateFailed,
     DomainNotFound,
     DomainStateError,
     HypervisorUnavailable,
+    NetworkError,
 )
+from site_agent.compute.network_xml import check_network_spec
 
 
 @dataclass
@@ -79,6 +86,7 @@ class FakeDriver(HypervisorDriver):
         self.hostname = hostname
         self.write_console = write_console
         self.domains: dict[str, FakeDomain] = {}
+        self.networks: dict[str, NetworkSpec] = {}
         self.fail_next_start: str | None = None
         self.reachable = True
         self.acpi_poweroff = True
@@ -178,6 +186,9 @@ class FakeDriver(HypervisorDriver):
             raise DomainCreateFailed(f"invalid domain spec: {exc}") from exc
         if spec.vm_id in self.domains:
             raise DomainCreateFailed(f"{self.uri}: VM {spec.vm_id} already exists")
+        for nic in spec.nics:
+            if nic.network not in self.networks:
+                raise DomainCreateFailed(f"{self.uri}: network {nic.network!r} not found")
         dom = FakeDomain(spec=spec, state=DomainState.SHUTOFF)
         dom.disks = {d.target: d for d in spec.disks}
         try:
@@ -238,8 +249,22 @@ class FakeDriver(HypervisorDriver):
         dom.disks[disk.target] = disk
 
     async def detach_disk(self, vm_id: str, target: str) -> None:
-        """Forget the disk at ``target``; ``DeviceError`` if none is there."""
+        """Forget the disk at ``target``; ``DiskNotAttached`` if none is there."""
         await self._enter("detach_disk")
         dom = self._require(vm_id)
         if dom.disks.pop(target, None) is None:
-            raise DeviceError(f"{self.uri}: VM {vm_id} has no disk at {target}")
+            raise DiskNotAttached(f"{self.uri}: VM {vm_id} has no disk at {target}")
+
+    async def ensure_network(self, spec: NetworkSpec) -> None:
+        """Record the network (kept as it is if the name exists); ``NetworkError`` if invalid."""
+        await self._enter("ensure_network")
+        try:
+            check_network_spec(spec)
+        except ValueError as exc:
+            raise NetworkError(f"invalid network spec: {exc}") from exc
+        self.networks.setdefault(spec.name, spec)
+
+    async def remove_network(self, name: str) -> None:
+        """Forget the network; missing is fine."""
+        await self._enter("remove_network")
+        self.networks.pop(name, None)

@@ -30,6 +30,10 @@ Operations:
   ``detach_timeout`` seconds for it and raises ``DeviceError`` if the guest
   did not let go (the disk is then already gone from the persistent
   definition, so it disappears at the next power cycle).
+* ``ensure_network`` = ``networkDefineXML`` + ``create`` + autostart (XML from
+  ``site_agent.compute.network_xml``: isolated, no DHCP, no DNS); an existing
+  network of the same name is only started if inactive. ``remove_network`` =
+  ``destroy`` + ``undefine``; a missing network is fine.
 
 Accelerator (``accel`` argument, or worked out on ``connect``): ``test:``
 URIs are ``Accel.TEST``; local ``qemu:`` URIs ask
@@ -61,15 +65,19 @@ from site_agent.compute.driver import (
     DomainState,
     HostInfo,
     HypervisorDriver,
+    NetworkSpec,
 )
 from site_agent.compute.errors import (
     ComputeError,
     DeviceError,
+    DiskNotAttached,
     DomainCreateFailed,
     DomainNotFound,
     DomainStateError,
     HypervisorUnavailable,
+    NetworkError,
 )
+from site_agent.compute.network_xml import network_xml
 
 log = logging.getLogger(__name__)
 
@@ -589,7 +597,7 @@ class LibvirtDriver(HypervisorDriver):
                 else None
             )
             if live is None and config is None:
-                raise DeviceError(f"{self.uri}: VM {vm_id} has no disk at {target}")
+                raise DiskNotAttached(f"{self.uri}: VM {vm_id} has no disk at {target}")
             flags = 0
             if live is not None:
                 flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -636,3 +644,80 @@ class LibvirtDriver(HypervisorDriver):
                     "next power cycle)"
                 )
             await asyncio.sleep(0.05)
+
+    # -- networks --------------------------------------------------------------------
+
+    def _lookup_network(self, conn: Any, name: str) -> Any:
+        """The libvirt network ``name``, or ``None`` if there is none."""
+        try:
+            return conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_NETWORK:
+                return None
+            raise self._error(exc, NetworkError, f"look up network {name}", conn) from exc
+
+    def _ensure_network_sync(self, spec: NetworkSpec) -> None:
+        try:
+            xml = network_xml(spec)
+        except ValueError as exc:
+            raise NetworkError(f"invalid network spec: {exc}") from exc
+        conn = self._connection()
+        net = self._lookup_network(conn, spec.name)
+        defined = False
+        try:
+            if net is None:
+                try:
+                    net = conn.networkDefineXML(xml)
+                    defined = True
+                except libvirt.libvirtError as exc:
+                    if _code(exc) != libvirt.VIR_ERR_NETWORK_EXIST:
+                        raise
+                    net = conn.networkLookupByName(spec.name)  # defined meanwhile
+            if not net.isActive():
+                try:
+                    net.create()
+                except libvirt.libvirtError as exc:
+                    if _code(exc) != libvirt.VIR_ERR_OPERATION_INVALID or not net.isActive():
+                        raise  # (otherwise it was started meanwhile)
+            if net.isPersistent() and not net.autostart():
+                net.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            if defined:
+                with contextlib.suppress(libvirt.libvirtError):
+                    if net.isActive():
+                        net.destroy()
+                with contextlib.suppress(libvirt.libvirtError):
+                    net.undefine()
+            raise self._error(exc, NetworkError, f"ensure network {spec.name}", conn) from exc
+
+    async def ensure_network(self, spec: NetworkSpec) -> None:
+        """Define, start and autostart the isolated network ``spec`` unless it exists already.
+
+        An existing network of that name is kept (and started if inactive).
+        ``NetworkError`` if libvirt refuses (e.g. the bridge name is taken by
+        another network); a definition made by this call is removed again.
+        """
+        await self._run(self._ensure_network_sync, spec)
+
+    def _remove_network_sync(self, name: str) -> None:
+        conn = self._connection()
+        net = self._lookup_network(conn, name)
+        if net is None:
+            return
+        try:
+            if net.isActive():
+                net.destroy()
+            if net.isPersistent():
+                net.undefine()
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_NETWORK:
+                return
+            raise self._error(exc, NetworkError, f"remove network {name}", conn) from exc
+
+    async def remove_network(self, name: str) -> None:
+        """Stop and undefine the network ``name``; a missing network is not an error.
+
+        Guests still plugged into it lose their link (libvirt allows that);
+        callers remove networks only when no VM of theirs uses them.
+        """
+        await self._run(self._remove_network_sync, name)

@@ -57,3 +57,13 @@ async def info(path: Path) -> dict[str, Any]:
     """``qemu-img info --output=json`` of ``path``."""
     result: dict[str, Any] = json.loads(await _run("info", "--output=json", "-U", str(path)))
     return result
+
+
+async def convert(source: Path, source_format: str, dest: Path, dest_format: str = "qcow2") -> None:
+    """Copy ``source`` into a new standalone image ``dest`` (no backing file; sparse)."""
+    await _run("convert", "-q", "-f", source_format, "-O", dest_format, str(source), str(dest))
+
+
+async def resize(path: Path, size_bytes: int) -> None:
+    """Grow the virtual disk ``path`` to ``size_bytes`` (never used to shrink)."""
+    await _run("resize", "-q", str(path), str(size_bytes))

@@ -45,7 +45,9 @@ def rsa_key(kid: str | None = None, alg: str = "RS256") -> SigningKey:
     return SigningKey(kid or uuid.uuid4().hex[:8], key, alg)
 
 
-def ec_key(kid: str | None = None, curve: ec.EllipticCurve | None = None, alg: str = "ES256") -> SigningKey:
+def ec_key(
+    kid: str | None = None, curve: ec.EllipticCurve | None = None, alg: str = "ES256"
+) -> SigningKey:
     key = ec.generate_private_key(curve or ec.SECP256R1())
     return SigningKey(kid or uuid.uuid4().hex[:8], key, alg)
 
@@ -101,10 +103,15 @@ class TestIssuer:
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}
 
-    def token(self, key: SigningKey | None = None, *, headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    def token(
+        self, key: SigningKey | None = None, *, headers: dict[str, Any] | None = None, **claims: Any
+    ) -> str:
         key = key or self.keys[0]
         return jwt.encode(
-            self.claims(**claims), key.key, algorithm=key.alg, headers={"kid": key.kid, **(headers or {})}
+            self.claims(**claims),
+            key.key,
+            algorithm=key.alg,
+            headers={"kid": key.kid, **(headers or {})},
         )
 
 

@@ -244,14 +244,16 @@ class Pki:
         cas: list[Cred],
         crls: dict[str, x509.CertificateRevocationList] | None = None,
     ) -> Path:
-        """An IGTF-style directory: ``<hash>.0`` per CA, ``<hash>.r0`` per CRL (keyed by CA name)."""
+        """An IGTF-style directory: ``<hash>.0`` per CA, ``<hash>.r0`` per CRL (by CA name)."""
         directory = self.root / "cadirs" / name
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
         for ca in cas:
             digest = subject_hash(ca.cert.subject)
-            (directory / f"{digest}.0").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+            (directory / f"{digest}.0").write_bytes(
+                ca.cert.public_bytes(serialization.Encoding.PEM)
+            )
         for ca_name, crl in (crls or {}).items():
             ca = next(c for c in cas if c.cert_path.stem == ca_name)
             digest = subject_hash(ca.cert.subject)

@@ -72,7 +72,9 @@ def test_identity_links(accounts: AccountStore) -> None:
     accounts.create_account(AccountCreate(name="alice"))
     accounts.create_account(AccountCreate(name="bob"))
     linked = accounts.link_identity("alice", IdentityCreate(identity=DN, kind=IdentityKind.X509))
-    accounts.link_identity("alice", IdentityCreate(identity="sub@https://idp", kind=IdentityKind.OIDC))
+    accounts.link_identity(
+        "alice", IdentityCreate(identity="sub@https://idp", kind=IdentityKind.OIDC)
+    )
     assert [i.identity for i in accounts.get_account("alice").identities] == [DN, "sub@https://idp"]
     assert linked.identities[0].kind is IdentityKind.X509
     found = accounts.find_account("sub@https://idp")
@@ -115,7 +117,7 @@ def test_passwords(accounts: AccountStore) -> None:
     assert [i.identity for i in created.identities] == ["local:carol"]
     assert accounts.verify_password("carol", "correct horse battery").name == "carol"
     for user, password in [("carol", "wrong password!"), ("nobody", "correct horse battery")]:
-        with pytest.raises(CredentialRejected, match="^wrong username or password$"):
+        with pytest.raises(CredentialRejected, match=r"^wrong username or password$"):
             accounts.verify_password(user, password)
     with pytest.raises(InvalidAccountData, match="shorter than 12"):
         accounts.set_password("carol", "short")
@@ -132,7 +134,9 @@ def test_passwords(accounts: AccountStore) -> None:
 
 
 def test_login_registers_once_and_names_from_identity(accounts: AccountStore) -> None:
-    assert accounts.login(DN, IdentityKind.X509, register=False, suggested_name="Alice Smith") is None
+    assert (
+        accounts.login(DN, IdentityKind.X509, register=False, suggested_name="Alice Smith") is None
+    )
     assert accounts.count_accounts() == 0
     first = accounts.login(DN, IdentityKind.X509, register=True, suggested_name="Alice Smith")
     assert first is not None and first.name == "alice-smith"
@@ -141,7 +145,10 @@ def test_login_registers_once_and_names_from_identity(accounts: AccountStore) ->
     assert again.identities[0].last_login_at is not None
     # Another person with the same CN gets a distinct account.
     other = accounts.login(
-        "/DC=org/DC=other/CN=Alice Smith", IdentityKind.X509, register=True, suggested_name="Alice Smith"
+        "/DC=org/DC=other/CN=Alice Smith",
+        IdentityKind.X509,
+        register=True,
+        suggested_name="Alice Smith",
     )
     assert other is not None and other.name == "alice-smith-2"
     assert accounts.count_accounts() == 2
@@ -171,7 +178,12 @@ def test_concurrent_first_logins_make_one_account(accounts: AccountStore) -> Non
 
 @pytest.mark.parametrize(
     ("text", "name"),
-    [("Alice Smith", "alice-smith"), ("Jane.Doe", "jane.doe"), ("!!!", "user"), ("Ünï Cödé", "n-c-d")],
+    [
+        ("Alice Smith", "alice-smith"),
+        ("Jane.Doe", "jane.doe"),
+        ("!!!", "user"),
+        ("Ünï Cödé", "n-c-d"),
+    ],
 )
 def test_suggest_account_name(text: str, name: str) -> None:
     assert suggest_account_name(text) == name

@@ -50,7 +50,7 @@ def test_require_group_admin_covers_subgroups() -> None:
     require_group_admin(GROUP_ADMIN, "vo/a")
     require_group_admin(GROUP_ADMIN, "vo/a/sub")
     require_group_admin(ADMIN, "vo")
-    with pytest.raises(AccessDenied, match="not an admin of group vo$"):
+    with pytest.raises(AccessDenied, match=r"not an admin of group vo$"):
         require_group_admin(GROUP_ADMIN, "vo")
     with pytest.raises(AccessDenied):
         require_group_admin(USER, "vo/a")

@@ -50,7 +50,14 @@ def test_example_parses() -> None:
     assert config.x509.trusted_proxy is not None
     assert config.x509.trusted_proxy.addresses[1] == ip_network("::1/128")
     assert config.x509.trusted_proxy.cert_header == "X-SSL-Client-Cert"
-    assert config.oidc.issuers[0].algorithms == ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+    assert config.oidc.issuers[0].algorithms == [
+        "RS256",
+        "RS384",
+        "RS512",
+        "ES256",
+        "ES384",
+        "PS256",
+    ]
     assert config.tokens[0].account == "ops"
     assert config.registration.methods == ["x509", "oidc"]
 
@@ -69,7 +76,11 @@ def test_defaults_are_safe() -> None:
     [
         {"x509": {"crl_policy": "lenient"}},
         {"x509": {"unknown_key": 1}},
-        {"oidc": {"issuers": [{"issuer": "https://a", "audience": ["x"], "algorithms": ["HS256"]}]}},
+        {
+            "oidc": {
+                "issuers": [{"issuer": "https://a", "audience": ["x"], "algorithms": ["HS256"]}]
+            }
+        },
         {"oidc": {"issuers": [{"issuer": "https://a", "audience": ["x"], "algorithms": ["none"]}]}},
         {"oidc": {"issuers": [{"issuer": "https://a", "audience": ["x"]}] * 2}},
         {"tokens": [{"token_hash": "plaintext", "account": "x"}]},

@@ -20,7 +20,13 @@ def test_salts_differ() -> None:
 
 def test_unknown_user_and_malformed_hashes_never_verify() -> None:
     assert not verify_password("anything at all", None)
-    for stored in ["", "md5$abc", "scrypt$14$8$1$!!$!!", "scrypt$40$8$1$AAAA$AAAA", "bcrypt$1$2$3$4$5"]:
+    for stored in [
+        "",
+        "md5$abc",
+        "scrypt$14$8$1$!!$!!",
+        "scrypt$40$8$1$AAAA$AAAA",
+        "bcrypt$1$2$3$4$5",
+    ]:
         assert not verify_password("anything at all", stored)
     assert needs_rehash("scrypt$10$8$1$AAAA$AAAA")
 

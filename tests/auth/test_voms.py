@@ -185,3 +185,37 @@ def test_malformed_fqans(text: str) -> None:
 
 def test_groups_for_fqans() -> None:
     assert voms_groups_for(["/vo/a/b/Role=NULL", "bad"]) == {"vo", "vo/a", "vo/a/b"}
+
+
+def test_targets_and_unknown_critical_extensions(grid: GridWorld, proxies: Proxies) -> None:
+    """voms-proxy-fake cannot write targets, so a parsed AC is altered after parsing."""
+    import dataclasses
+    import datetime as dt
+
+    identity = identity_of(grid, proxies.alice_voms)
+    (ac,) = parse_voms_extension(_voms_extension(proxies.alice_voms))
+    holders = identity.chain[1:2]
+    now = dt.datetime.now(dt.UTC)
+    targeted = dataclasses.replace(ac, targets=("svc.example.org",))
+    plain = voms_verifier(grid)
+    assert (
+        plain._problem(targeted, holders, now)
+        == "attribute certificate is targeted at other services"
+    )
+    ours = voms_verifier(grid, service_hostnames=["SVC.example.org"])
+    assert ours._problem(targeted, holders, now) is None
+    critical = dataclasses.replace(ac, unknown_critical=("1.2.3.4",))
+    assert plain._problem(critical, holders, now) == "unsupported critical extension 1.2.3.4"
+
+
+def test_targets_are_read_from_uri_and_dns_names() -> None:
+    from auth.voms import _context_strings
+
+    # SEQUENCE { SEQUENCE { [0] { [6] "svc.example.org" } }, [2] "host.example.org" }
+    uri = b"\x86\x0fsvc.example.org"
+    dns = b"\x82\x10host.example.org"
+    inner = b"\xa0" + bytes([len(uri)]) + uri
+    seq = b"\x30" + bytes([len(inner)]) + inner
+    data = b"\x30" + bytes([len(seq) + len(dns)]) + seq + dns
+    assert _context_strings(data) == ["svc.example.org", "host.example.org"]
+    assert _context_strings(b"\x30\x02\x30\x00") == []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from auth.cadir import TrustStore
 from auth.config import CrlPolicy
@@ -29,7 +31,7 @@ def verifier(ca_dir: Path, policy: CrlPolicy = CrlPolicy.STRICT, **kwargs: bool)
     return ChainVerifier(TrustStore.load(ca_dir), policy, **kwargs)  # type: ignore[arg-type]
 
 
-def verify_file(v: ChainVerifier, path: Path):  # noqa: ANN201
+def verify_file(v: ChainVerifier, path: Path):
     chain = load_chain(path)
     return v.verify(chain[0], chain[1:])
 
@@ -59,14 +61,14 @@ def test_plain_user_certificate_is_accepted(grid: GridWorld) -> None:
 def test_limited_proxy_refused_by_default_and_accepted_by_policy(
     grid: GridWorld, proxies: Proxies
 ) -> None:
-    with pytest.raises(CredentialRejected, match="limited proxy of .*Alice Smith refused"):
+    with pytest.raises(CredentialRejected, match=r"limited proxy of .*Alice Smith refused"):
         verify_file(verifier(grid.ca_dir), proxies.alice_limited)
     identity = verify_file(verifier(grid.ca_dir, accept_limited=True), proxies.alice_limited)
     assert identity.limited and identity.dn == ALICE
 
 
 def test_proxies_refused_when_disabled(grid: GridWorld, proxies: Proxies) -> None:
-    with pytest.raises(CredentialRejected, match="certificate .* rejected|proxy certificates"):
+    with pytest.raises(CredentialRejected, match=r"certificate .* rejected|proxy certificates"):
         verify_file(verifier(grid.ca_dir, accept_proxies=False), proxies.alice)
 
 
@@ -104,7 +106,7 @@ def test_missing_crl_refused_when_strict_accepted_otherwise(
 def test_expired_crl_policy(grid: GridWorld, proxies: Proxies) -> None:
     with pytest.raises(CredentialRejected, match="CRL has expired"):
         verify_file(verifier(grid.ca_dir_expired_crl), proxies.alice)
-    with pytest.raises(CredentialRejected, match="the CRL of .*Test CA has expired"):
+    with pytest.raises(CredentialRejected, match=r"the CRL of .*Test CA has expired"):
         verify_file(verifier(grid.ca_dir_expired_crl, CrlPolicy.IF_PRESENT), proxies.alice)
     best = verifier(grid.ca_dir_expired_crl, CrlPolicy.BEST_EFFORT)
     assert verify_file(best, proxies.alice).dn == ALICE
@@ -125,15 +127,15 @@ def test_proxy_signed_by_another_user_rejected(grid: GridWorld) -> None:
 
 
 def test_independent_proxy_refused(grid: GridWorld) -> None:
-    proxy, _key = forge_proxy(
-        grid.alice, ALICE + "/CN=42", policy_oid=POLICY_INDEPENDENT
-    )
+    proxy, _key = forge_proxy(grid.alice, ALICE + "/CN=42", policy_oid=POLICY_INDEPENDENT)
     with pytest.raises(CredentialRejected, match="independent proxy"):
         verifier(grid.ca_dir).verify(proxy, [grid.alice.cert])
 
 
 def test_expired_proxy_rejected(grid: GridWorld) -> None:
-    proxy, _key = forge_proxy(grid.alice, ALICE + "/CN=7", not_after=now() - dt.timedelta(minutes=1))
+    proxy, _key = forge_proxy(
+        grid.alice, ALICE + "/CN=7", not_after=now() - dt.timedelta(minutes=1)
+    )
     with pytest.raises(CredentialRejected, match="certificate has expired"):
         verifier(grid.ca_dir).verify(proxy, [grid.alice.cert])
 
@@ -149,20 +151,21 @@ def test_identity_from_chain_needs_the_end_entity(grid: GridWorld, proxies: Prox
 
 
 def test_forwarded_header_formats(grid: GridWorld, proxies: Proxies) -> None:
-    chain = [c for c in load_chain(proxies.alice)]
+    chain = load_chain(proxies.alice)
     text = pem(chain)
     nginx = quote(text, safe="")
     apache = text.replace("\n", " ")
     for value in (nginx, apache, text):
         parsed = parse_forwarded_certificates(value)
         assert [c.serial_number for c in parsed] == [c.serial_number for c in chain]
-    import base64
-
-    der_b64 = base64.b64encode(chain[0].public_bytes(__import__("cryptography").hazmat.primitives.serialization.Encoding.DER)).decode()
+    der_b64 = base64.b64encode(chain[0].public_bytes(Encoding.DER)).decode()
     assert parse_forwarded_certificates(der_b64)[0] == chain[0]
 
 
-@pytest.mark.parametrize("value", ["", "%20", "not a certificate", "-----BEGIN CERTIFICATE-----xx-----END CERTIFICATE-----"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "%20", "not a certificate", "-----BEGIN CERTIFICATE-----xx-----END CERTIFICATE-----"],
+)
 def test_forwarded_header_garbage_rejected(value: str) -> None:
     with pytest.raises(CredentialRejected):
         parse_forwarded_certificates(value)

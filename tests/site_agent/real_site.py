@@ -31,14 +31,6 @@ def qemu_reachable_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def image_toml(image: GuestImage, name: str = "busybox") -> str:
-    fmt = "raw" if image.disk.suffix in (".raw", ".img") else "qcow2"
-    return (
-        f'[[images]]\nname = "{name}"\ndisk = "{image.disk}"\nformat = "{fmt}"\n'
-        f'kernel = "{image.kernel}"\ninitrd = "{image.initrd}"\ncmdline = "{image.cmdline}"\n'
-    )
-
-
 def stratus_domains() -> set[str]:
     """VM ids of every Stratus domain libvirt knows on this machine."""
     import libvirt

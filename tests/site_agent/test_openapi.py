@@ -37,6 +37,9 @@ async def test_live_responses_match_the_document(make_site: Any) -> None:
         ("GET", "/api/v1/images", "alice"),
         ("GET", "/api/v1/hosts", "root"),
         ("GET", "/api/v1/health", "alice"),
+        ("GET", "/api/v1/whoami", "alice"),
+        ("GET", "/api/v1/accounts", "root"),
+        ("GET", "/api/v1/accounts/nobody", "root"),  # error body
         ("DELETE", f"/api/v1/vms/{vm_id}", "alice"),
         ("GET", "/api/v1/quarantine", "root"),
         ("GET", "/api/v1/vms/00000000-0000-4000-8000-000000000000", "alice"),  # error body

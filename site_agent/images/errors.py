@@ -1,0 +1,71 @@
+"""Errors of the image cache (tree drawn in ``site_agent.images``).
+
+The API layer (``site_agent.api.image_routes``) and the VM lifecycle
+translate them into ``core.errors`` at the service edge.
+"""
+
+from __future__ import annotations
+
+
+class ImageError(Exception):
+    """Root of image cache errors."""
+
+
+class ImageNotFound(ImageError):
+    """No image of that name, or not one the caller may see (existence is not leaked)."""
+
+
+class ImageNameTaken(ImageError):
+    """An image (registered, saved or configured) already has that name."""
+
+
+class ImageInUse(ImageError):
+    """The image backs a non-terminal VM or a volume, so it cannot be deleted."""
+
+
+class ImageBusy(ImageError):
+    """The image is being downloaded or saved; the operation must wait."""
+
+
+class ImageConfigured(ImageError):
+    """The image comes from the site configuration file; the API cannot change it."""
+
+
+class ImageNotUsable(ImageError):
+    """The image cannot boot a VM now: ``failed``, still being saved, or files missing."""
+
+
+class SourceRefused(ImageError):
+    """The URL's scheme or path is not acceptable (syntax or policy)."""
+
+
+class SourceForbidden(SourceRefused):
+    """The URL is acceptable only for site admins (``file://``)."""
+
+
+class FetchFailed(ImageError):
+    """The source could not be read (connection error, HTTP error status...)."""
+
+
+class VerificationFailed(FetchFailed):
+    """The downloaded bytes are not the registered image."""
+
+
+class SizeMismatch(VerificationFailed):
+    """More or fewer bytes than the registered size (a longer one is cut off early)."""
+
+
+class ChecksumMismatch(VerificationFailed):
+    """A SHA-1 or SHA-256 digest differs from the registered one."""
+
+
+class BadImageFormat(VerificationFailed):
+    """The disk is not of its declared format, or has a backing or external data file."""
+
+
+class CacheFull(ImageError):
+    """No room in ``[image_cache] max_bytes`` even after evicting every unused image."""
+
+
+class SaveFailed(ImageError):
+    """Turning a VM's root disk into an image failed."""

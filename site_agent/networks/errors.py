@@ -1,0 +1,19 @@
+"""Errors of the network pools (tree drawn in ``site_agent.networks``)."""
+
+from __future__ import annotations
+
+
+class NetworkPoolError(Exception):
+    """Root of the address pool errors."""
+
+
+class UnknownPool(NetworkPoolError):
+    """No pool of that name at this site (or the site has no networks at all)."""
+
+
+class PoolExhausted(NetworkPoolError):
+    """Every address of the pool is leased."""
+
+
+class AddressUnavailable(NetworkPoolError):
+    """A requested address is not in the pool, or is already leased."""
