@@ -28,7 +28,7 @@ class HostConfig(StrictModel):
 
 
 class ImageConfig(StrictModel):
-    """A bootable image installed by the site admin (local files)."""
+    """A bootable image installed by the site admin (local files, used in place, never evicted)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     disk: Path
@@ -52,6 +52,15 @@ class VmPolicy(StrictModel):
     ready_timeout_seconds: float = Field(default=300.0, gt=0)
     max_count_per_request: int = Field(default=20, ge=1)
     monitor_interval_seconds: float = Field(default=5.0, gt=0)
+
+
+class ImageCacheConfig(StrictModel):
+    """The image cache (``[image_cache]``); see docs/images.md."""
+
+    max_bytes: int = Field(default=50 * 1024**3, ge=0)
+    connect_timeout_seconds: float = Field(default=30.0, gt=0)
+    read_timeout_seconds: float = Field(default=120.0, gt=0)
+    use_env_proxy: bool = False
 
 
 class QuarantineConfig(StrictModel):
@@ -115,6 +124,7 @@ class SiteConfig(StrictModel):
     images: list[ImageConfig] = Field(default_factory=list)
     vm: VmPolicy = Field(default_factory=VmPolicy)
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
+    image_cache: ImageCacheConfig = Field(default_factory=ImageCacheConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     networks: list[NetworkPoolConfig] = Field(default_factory=list, max_length=16)
     quotas: QuotaConfig = Field(default_factory=QuotaConfig)
@@ -179,6 +189,12 @@ stop_timeout_seconds = 30           # clean ACPI shutdown, then destroy
 ready_timeout_seconds = 300         # how long to watch the console for readiness
 max_count_per_request = 20
 monitor_interval_seconds = 5        # how often hypervisor state is reconciled
+
+[image_cache]
+max_bytes = 53687091200             # downloaded images kept (LRU eviction of unused ones)
+connect_timeout_seconds = 30
+read_timeout_seconds = 120          # without a byte from the server
+use_env_proxy = false               # true: honour HTTP(S)_PROXY for image downloads
 
 [quarantine]
 period_seconds = 900                # a killed VM's disks are kept this long

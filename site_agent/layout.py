@@ -7,6 +7,8 @@
       instance-id             this installation's id, stamped on its hypervisor domains
       vms/<vm-id>/            root.qcow2 (overlay), cidata.iso, console.log
       quarantine/<vm-id>/     a killed VM's directory until its quarantine expires
+      images/<image-id>/      a cached or saved image: disk.qcow2|disk.raw [, kernel, initrd]
+      images/.partial/        downloads and saves in progress (renamed into place when verified)
 
 Directories are mode 0755 so that QEMU (running as ``libvirt-qemu``) can
 reach the files libvirt hands it.
@@ -33,6 +35,17 @@ class StateLayout:
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.vms_dir / vm_id
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def images_partial_dir(self) -> Path:
+        return self.images_dir / ".partial"
+
+    def image_dir(self, image_id: str) -> Path:
+        return self.images_dir / image_id
 
     def root_disk(self, vm_id: str) -> Path:
         return self.vm_dir(vm_id) / "root.qcow2"
@@ -65,6 +78,12 @@ class StateLayout:
 
     def prepare(self) -> None:
         """Create the directory tree (idempotent)."""
-        for directory in (self.root, self.vms_dir, self.quarantine_dir):
+        for directory in (
+            self.root,
+            self.vms_dir,
+            self.quarantine_dir,
+            self.images_dir,
+            self.images_partial_dir,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o755)

@@ -35,12 +35,16 @@ class ImageNotUsable(ImageError):
     """The image cannot boot a VM now: ``failed``, still being saved, or files missing."""
 
 
+class ImageForbidden(ImageError):
+    """The caller's role does not allow it (``file://`` URLs and public images: site admins)."""
+
+
 class SourceRefused(ImageError):
-    """The URL's scheme or path is not acceptable (syntax or policy)."""
+    """The URL is malformed, of an unsupported scheme, or names no usable local file."""
 
 
-class SourceForbidden(SourceRefused):
-    """The URL is acceptable only for site admins (``file://``)."""
+class ImageTooLarge(ImageError):
+    """The registered size does not fit in the cache (``[image_cache] max_bytes``)."""
 
 
 class FetchFailed(ImageError):

@@ -24,10 +24,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from site_agent.images.errors import (
+    ImageForbidden,
     ChecksumMismatch,
     FetchFailed,
     SizeMismatch,
-    SourceForbidden,
     SourceRefused,
 )
 
@@ -66,7 +66,7 @@ def redact(url: str) -> str:
 def check_url(url: str, *, admin: bool) -> str:
     """Validate ``url`` for a caller (``admin`` or not); returns it normalised.
 
-    ``SourceForbidden`` for a ``file://`` URL from a non-admin,
+    ``ImageForbidden`` for a ``file://`` URL from a non-admin,
     ``SourceRefused`` for anything malformed or of another scheme.
     """
     if any(ord(c) < 0x21 or c == "\x7f" for c in url):
@@ -83,7 +83,7 @@ def check_url(url: str, *, admin: bool) -> str:
         return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
     if scheme in ADMIN_SCHEMES:
         if not admin:
-            raise SourceForbidden("file:// URLs are reserved to site admins; use http(s)")
+            raise ImageForbidden("file:// URLs are reserved to site admins; use http(s)")
         return "file://" + str(local_path(url))
     shown = scheme or "(none)"
     raise SourceRefused(f"URL scheme {shown!r} is not supported; use http, https or file")
@@ -114,8 +114,11 @@ class _Sink:
         self.size = 0
         self.sha1 = hashlib.sha1(usedforsecurity=False)
         self.sha256 = hashlib.sha256()
+        self.aborted = False
 
     def write(self, chunk: bytes) -> None:
+        if self.aborted:  # the fetch was cancelled; a copying thread stops here
+            raise FetchFailed(f"{self.what}: download aborted")
         self.size += len(chunk)
         if self.size > self.expected.size:
             raise SizeMismatch(
@@ -155,6 +158,7 @@ async def fetch_verified(
     every error and on cancellation.
     """
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    sink: _Sink | None = None
     try:
         with os.fdopen(fd, "wb") as out:
             sink = _Sink(out, expected, what)
@@ -164,8 +168,23 @@ async def fetch_verified(
                 await _download(url, sink, client)
             return await asyncio.to_thread(sink.finish)
     except BaseException:
+        if sink is not None:
+            sink.aborted = True
         dest.unlink(missing_ok=True)
         raise
+
+
+def digest_file(path: Path) -> Digests:
+    """Size and checksums of a local file (blocking: run it in a thread)."""
+    sha1 = hashlib.sha1(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    size = 0
+    with path.open("rb") as src:
+        while chunk := src.read(CHUNK):
+            size += len(chunk)
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return Digests(size, sha1.hexdigest(), sha256.hexdigest())
 
 
 def _copy_file(path: Path, sink: _Sink) -> None:

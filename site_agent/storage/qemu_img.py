@@ -53,14 +53,28 @@ async def create_blank(dest: Path, size_bytes: int, fmt: str = "qcow2") -> None:
     await _run("create", "-q", "-f", fmt, str(dest), str(size_bytes))
 
 
-async def info(path: Path) -> dict[str, Any]:
-    """``qemu-img info --output=json`` of ``path``."""
-    result: dict[str, Any] = json.loads(await _run("info", "--output=json", "-U", str(path)))
+async def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
+    """``qemu-img info --output=json`` of ``path``; with ``fmt`` the format is not probed."""
+    args = ["info", "--output=json", "-U"]
+    if fmt is not None:
+        args += ["-f", fmt]
+    result: dict[str, Any] = json.loads(await _run(*args, str(path)))
     return result
 
 
-async def convert(source: Path, source_format: str, dest: Path, dest_format: str = "qcow2") -> None:
-    """Copy ``source`` into a new standalone image ``dest`` (no backing file; sparse)."""
+async def convert(source: Path, dest: Path, fmt: str = "qcow2") -> None:
+    """Write ``source`` and its whole backing chain into ``dest``, a standalone ``fmt`` image.
+
+    Used to flatten a VM's overlay into a new image (save as image); the
+    source must not be in use by a running guest.
+    """
+    await _run("convert", "-q", "-O", fmt, str(source), str(dest))
+
+
+async def copy_image(
+    source: Path, source_format: str, dest: Path, dest_format: str = "qcow2"
+) -> None:
+    """Copy ``source`` (read as ``source_format``, never probed) into a standalone ``dest``."""
     await _run("convert", "-q", "-f", source_format, "-O", dest_format, str(source), str(dest))
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from auth.principal import Principal
-from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
+from core.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
 from site_agent.compute.driver import DiskSpec, DomainSpec, DomainState
 from site_agent.compute.errors import ComputeError, NoHostAvailable
 from site_agent.compute.hosts import choose_host
@@ -123,9 +123,17 @@ class VmManager:
     async def list_for(
         self, principal: Principal, *, every_owner: bool, include_done: bool
     ) -> list[Vm]:
-        """The caller's VMs; with ``every_owner`` an admin gets everyone's."""
-        owner = None if (every_owner and principal.is_admin) else principal.account
-        rows: list[Vm] = await self._db(self.repo.list_vms, owner, include_terminal=include_done)
+        """The caller's VMs and those shared with the caller's groups; with ``every_owner``
+        an admin gets everyone's."""
+        if every_owner and principal.is_admin:
+            rows: list[Vm] = await self._db(self.repo.list_vms, None, include_terminal=include_done)
+        else:
+            rows = await self._db(
+                self.repo.list_vms,
+                principal.account,
+                include_terminal=include_done,
+                groups=sorted(principal.groups),
+            )
         return rows
 
     async def events_for(self, principal: Principal, vm_id: str) -> list[VmEvent]:
@@ -155,6 +163,12 @@ class VmManager:
                 f"count {request.count} is above this site's limit of "
                 f"{self.policy.max_count_per_request}"
             )
+        if (
+            request.group is not None
+            and request.group not in principal.groups
+            and not principal.is_admin
+        ):
+            raise Forbidden(f"you are not a member of group {request.group!r}")
         image = self._resolve_image(request.image)
         instance_type, vcpus, memory = request.sizing()
         base_name = request.name or f"vm-{uuid.uuid4().hex[:8]}"
@@ -189,6 +203,7 @@ class VmManager:
                     Vm(
                         id=str(uuid.uuid4()),
                         owner=principal.account,
+                        group=request.group,
                         name=name,
                         image=image.name,
                         vcpus=vcpus,
@@ -444,7 +459,11 @@ class VmManager:
             offset = log_size(self.layout.console_log(vm_id))
             await self.hosts.driver(vm.host_uri).reboot(vm_id)
             vm = await self._db(
-                self.repo.update, vm_id, "rebooted (hard reset)", ready=False, boot_log_offset=offset
+                self.repo.update,
+                vm_id,
+                "rebooted (hard reset)",
+                ready=False,
+                boot_log_offset=offset,
             )
             self._start_watcher(vm_id, offset)
             await self._notify()

@@ -98,6 +98,12 @@ class VmCreate(SQLModel):
     user_data: str | None = PydField(default=None, max_length=MAX_USER_DATA)
     context: dict[str, str] = PydField(default_factory=dict, max_length=64)
     host_tags: list[str] = PydField(default_factory=list, max_length=16)
+    group: str | None = PydField(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="share the VM with this group (you must be a member): its members may see and manage it",
+    )
 
     @field_validator("instance_type")
     @classmethod
@@ -152,6 +158,7 @@ class VmPublic(VmBase):
 
     id: str
     owner: str
+    group: str | None
     state: VmState
     state_reason: str | None
     host: str | None

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 
 from core.db import session_scope, utcnow
 from site_agent.vms.models import IdempotencyRecord, Vm, VmEvent
@@ -73,12 +73,15 @@ class VmRepository:
         with session_scope(self.engine) as session:
             return session.get(Vm, vm_id)
 
-    def list_vms(self, owner: str | None = None, *, include_terminal: bool = True) -> list[Vm]:
-        """VMs of ``owner`` (all owners when None), newest first."""
+    def list_vms(
+        self, owner: str | None = None, *, include_terminal: bool = True, groups: Sequence[str] = ()
+    ) -> list[Vm]:
+        """VMs of ``owner`` or shared with one of ``groups`` (all VMs when ``owner`` is None),
+        newest first."""
         with session_scope(self.engine) as session:
             query = select(Vm)
             if owner is not None:
-                query = query.where(Vm.owner == owner)
+                query = query.where(or_(Vm.owner == owner, col(Vm.group).in_(list(groups))))
             if not include_terminal:
                 query = query.where(col(Vm.state).not_in([VmState.DONE, VmState.FAILED]))
             return list(session.exec(query.order_by(col(Vm.created_at).desc())).all())

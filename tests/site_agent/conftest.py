@@ -17,7 +17,12 @@ from site_agent.compute.fake_driver import FakeDriver
 from site_agent.config import HostConfig, SiteConfig
 from site_agent.host_pool import Host, HostPool
 
-TOKENS = {"alice": "alice-secret-token", "bob": "bob-secret-token", "root": "admin-secret-token"}
+TOKENS = {
+    "alice": "alice-secret-token",
+    "bob": "bob-secret-token",
+    "carol": "carol-secret-token",
+    "root": "admin-secret-token",
+}
 
 
 def auth(user: str) -> dict[str, str]:
@@ -40,7 +45,16 @@ def site_config(state_dir: Path, database_url: str, image: Path, **overrides: An
         "images": [{"name": "tiny", "disk": image}],
         "auth": {
             "tokens": [
-                {"token_hash": hash_token(TOKENS["alice"]), "account": "alice"},
+                {
+                    "token_hash": hash_token(TOKENS["alice"]),
+                    "account": "alice",
+                    "groups": ["physics"],
+                },
+                {
+                    "token_hash": hash_token(TOKENS["carol"]),
+                    "account": "carol",
+                    "groups": ["physics"],
+                },
                 {"token_hash": hash_token(TOKENS["bob"]), "account": "bob"},
                 {"token_hash": hash_token(TOKENS["root"]), "account": "root", "admin": True},
             ]

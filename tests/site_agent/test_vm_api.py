@@ -225,3 +225,23 @@ async def test_idempotency_key_makes_one_vm(make_site: Any) -> None:
     )
     assert reused.status == 409
     assert (await reused.json())["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_vms_shared_with_a_group(make_site: Any) -> None:
+    site = await make_site()
+    shared = await site.create("alice", name="shared", group="physics")
+    private = await site.create("alice", name="private")
+    assert shared["group"] == "physics" and private["group"] is None
+    carol_sees = await (await site.client.get("/api/v1/vms", headers=auth("carol"))).json()
+    assert [v["id"] for v in carol_sees["vms"]] == [shared["id"]]
+    bob_sees = await (await site.client.get("/api/v1/vms", headers=auth("bob"))).json()
+    assert bob_sees["vms"] == []
+    resp = await site.client.get(f"/api/v1/vms/{private['id']}", headers=auth("carol"))
+    assert resp.status == 404
+    resp = await site.client.delete(f"/api/v1/vms/{shared['id']}", headers=auth("carol"))
+    assert resp.status == 200 and (await resp.json())["state"] == "done"
+    refused = await site.client.post(
+        "/api/v1/vms", json={"image": "tiny", "group": "chemistry"}, headers=auth("alice")
+    )
+    assert refused.status == 403
+    assert "not a member of group 'chemistry'" in (await refused.json())["error"]["message"]

@@ -1,0 +1,209 @@
+"""Volumes, attachments (tables) and their API shapes.
+
+``Volume`` rows live from create to delete, independent of any VM.
+``VolumeAttachment`` rows say which disk (a volume, or a read-only static
+disk: an image) is plugged into which VM at which guest device; they go when
+the disk is detached or the VM ends. Tables never leave the persistence and
+service layers: handlers return the ``...Public`` models.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import Field as PydField
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.db import UTCDateTime, utcnow
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+IMAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TAG_PATTERN = r"^[^\x00-\x1f\x7f]{0,64}$"
+MIN_SIZE_GIB = 1
+MAX_SIZE_GIB = 1024
+#: A quantified group that contains a quantifier: the classic catastrophic-backtracking shape.
+_NESTED_QUANTIFIER = re.compile(r"\([^)]*[+*}][^)]*\)\s*[+*{?]")
+
+
+class VolumeState(StrEnum):
+    CREATING = "creating"  # an image is being copied into it
+    READY = "ready"
+    FAILED = "failed"  # the copy failed; see state_reason (delete it)
+
+
+class Volume(SQLModel, table=True):
+    """One persistent volume (a qcow2 file ``state_dir/volumes/<id>.qcow2``)."""
+
+    __tablename__ = "volumes"
+
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    tag: str = ""
+    visibility: str = "private"  # private | public
+    size_gib: int
+    format: str = "qcow2"
+    state: str = Field(default=VolumeState.READY, index=True)
+    state_reason: str | None = None
+    origin: str = "empty"  # empty | volume | image
+    cow_of: str | None = Field(default=None, index=True)  # the backing volume
+    image: str | None = None  # the image copied in
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class VolumeAttachment(SQLModel, table=True):
+    """A disk plugged into a VM: a volume (``volume_id``) or a static disk (``image``)."""
+
+    __tablename__ = "volume_attachments"
+    __table_args__ = (UniqueConstraint("vm_id", "device"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    vm_id: str = Field(index=True, foreign_key="vms.id")
+    vm_owner: str
+    volume_id: str | None = Field(default=None, index=True, foreign_key="volumes.id")
+    image: str | None = None
+    device: str
+    readonly: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VolumeCreate(_Input):
+    """Body of ``POST /volumes``: empty, a copy-on-write of a volume, or a copy of an image."""
+
+    size_gib: int | None = PydField(
+        default=None,
+        ge=MIN_SIZE_GIB,
+        le=MAX_SIZE_GIB,
+        description="GiB; required for an empty volume, default the source's size otherwise",
+    )
+    tag: str = PydField(default="", pattern=TAG_PATTERN)
+    visibility: Literal["private", "public"] = "private"
+    cow_of: str | None = PydField(
+        default=None, pattern=UUID_PATTERN, description="copy-on-write of this volume"
+    )
+    image: str | None = PydField(
+        default=None, pattern=IMAGE_NAME_PATTERN, description="copy this image into the volume"
+    )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> VolumeCreate:
+        if self.cow_of is not None and self.image is not None:
+            raise ValueError("give cow_of or image, not both")
+        if self.cow_of is None and self.image is None and self.size_gib is None:
+            raise ValueError("size_gib is required for an empty volume")
+        return self
+
+
+class VolumeUpdate(_Input):
+    """Body of ``PATCH /volumes/{id}``: the owner changes the tag or the visibility."""
+
+    tag: str | None = PydField(default=None, pattern=TAG_PATTERN)
+    visibility: Literal["private", "public"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> VolumeUpdate:
+        if self.tag is None and self.visibility is None:
+            raise ValueError("give tag and/or visibility")
+        return self
+
+
+class VolumeListQuery(_Input):
+    tag: str | None = PydField(
+        default=None, max_length=64, description="regular expression searched in the tag"
+    )
+    visibility: Literal["private", "public"] | None = None
+    owner: str | None = PydField(default=None, max_length=64)
+    all: bool = PydField(default=False, description="admins: every owner's volumes")
+
+    @model_validator(mode="after")
+    def _safe_regex(self) -> VolumeListQuery:
+        if self.tag is not None:
+            if _NESTED_QUANTIFIER.search(self.tag):
+                raise ValueError("tag: nested quantifiers are not allowed")
+            try:
+                re.compile(self.tag)
+            except re.error as exc:
+                raise ValueError(f"tag: not a regular expression: {exc}") from exc
+        return self
+
+
+class VolumeAttach(_Input):
+    """Body of ``POST /volumes/{id}/attach``."""
+
+    vm_id: str = PydField(pattern=UUID_PATTERN)
+    readonly: bool = False
+
+
+class VolumeDetach(_Input):
+    """Body of ``POST /volumes/{id}/detach``; ``vm_id`` may be left out if attached once."""
+
+    vm_id: str | None = PydField(default=None, pattern=UUID_PATTERN)
+
+
+class DiskAttach(_Input):
+    """Body of ``POST /vms/{id}/disks``: a volume, or a static disk (an image, read-only)."""
+
+    volume: str | None = PydField(default=None, pattern=UUID_PATTERN)
+    static_disk: str | None = PydField(default=None, pattern=IMAGE_NAME_PATTERN)
+    readonly: bool = PydField(default=False, description="static disks are always read-only")
+
+    @model_validator(mode="after")
+    def _one_disk(self) -> DiskAttach:
+        if (self.volume is None) == (self.static_disk is None):
+            raise ValueError("give exactly one of volume or static_disk")
+        return self
+
+
+class AttachmentPublic(BaseModel):
+    vm_id: str
+    device: str
+    readonly: bool
+
+
+class VolumePublic(BaseModel):
+    """A volume as the API shows it. ``attachments`` lists the caller's VMs only."""
+
+    id: str
+    owner: str
+    tag: str
+    visibility: str
+    size_gib: int
+    format: str
+    state: VolumeState
+    state_reason: str | None
+    origin: str
+    cow_of: str | None
+    image: str | None
+    attached: int = PydField(description="how many VMs (anyone's) have it attached")
+    attachments: list[AttachmentPublic]
+    created_at: datetime
+    updated_at: datetime
+
+
+class VolumeList(BaseModel):
+    volumes: list[VolumePublic]
+
+
+class VmDisk(BaseModel):
+    """A disk plugged into a VM (besides its root disk and context seed)."""
+
+    vm_id: str
+    device: str
+    kind: Literal["volume", "static"]
+    volume_id: str | None
+    image: str | None
+    readonly: bool
+
+
+class VmDiskList(BaseModel):
+    vm_id: str
+    disks: list[VmDisk]
