@@ -162,24 +162,32 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--sites", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0, help="decision time per size")
+    parser.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
     results = run_all(args.sites, args.hosts, args.seconds)
-    print(
+    lines = [
         "| sites | hosts/site | decisions | decisions/s | placed | update µs/site "
-        "| unplaceable (409) ms |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+        "| unplaceable (409) ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        print(
+        lines.append(
             f"| {r.sites:,} | {r.hosts} | {r.decisions:,} | {r.rate:,.0f} | "
             f"{r.found / r.decisions:.0%} | {r.update_us:.0f} | {r.unplaceable_ms:.1f} |"
         )
     if len(results) >= 2:
         ratio = results[-1].rate / results[0].rate
-        print(
-            f"\nratio {results[-1].sites:,} / {results[0].sites:,} sites: {ratio:.2f} "
+        lines.append(
+            f"\nratio {results[-1].sites:,} / {results[0].sites:,} sites: **{ratio:.2f}** "
             "(target >= 0.5; target rate at 1,000 sites >= 200/s)"
         )
+    report = "\n".join(lines)
+    print(report)
+    if args.write_doc:
+        from benchmarks.common import write_section
+
+        command = "python benchmarks/placement.py --write-doc"
+        write_section("placement", f"## Placement decisions (`{command}`)\n\n{report}\n")
     return results
 
 
