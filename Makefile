@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-GUEST_DIR ?= build/guest
+GUEST_DIR ?= /var/tmp/stratus-guest  # outside the checkout: QEMU (libvirt-qemu) must reach it
 
 .PHONY: install system-deps python-deps daemons guest demo test lint bench clean
 

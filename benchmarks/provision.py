@@ -39,7 +39,7 @@ from site_agent.compute.driver import Accel
 from site_agent.config import SiteConfig
 from site_agent.context.cidata import ContextSeed, write_cidata_iso
 from site_agent.guest.builder import GuestImage, build_guest
-from site_agent.guest.site_image import guest_image_toml
+from site_agent.guest.site_image import DEFAULT_GUEST_DIR, guest_image_toml
 from site_agent.storage.qemu_img import create_overlay
 
 
@@ -182,9 +182,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument(
-        "--guest-dir", type=Path, default=Path(__file__).resolve().parent.parent / "build" / "guest"
-    )
+    parser.add_argument("--guest-dir", type=Path, default=DEFAULT_GUEST_DIR)
     args = parser.parse_args()
     report = asyncio.run(main(args.runs, args.guest_dir))
     print(report)

@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from site_agent.guest.site_image import DEFAULT_GUEST_DIR  # noqa: E402
+
 STRATUS = str(Path(sys.executable).parent / "stratus")
 
 
@@ -85,7 +89,7 @@ account = "demo"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--guest-dir", type=Path, default=ROOT / "build" / "guest")
+    parser.add_argument("--guest-dir", type=Path, default=DEFAULT_GUEST_DIR)
     args = parser.parse_args()
     guest = args.guest_dir.resolve()
     state = Path(tempfile.mkdtemp(prefix="stratus-demo-"))

@@ -11,7 +11,9 @@ Exception tree (module :mod:`.errors`)::
     NetworkPoolError
     ├── UnknownPool          (no pool of that name / the site has no networks)
     ├── PoolExhausted        (no free address left in the pool)
-    └── AddressUnavailable   (a requested address is outside the pool or leased)
+    └── AddressUnavailable   (a requested address cannot be leased)
+        ├── AddressOutsidePool
+        └── AddressInUse
 
 They are translated into HTTP errors by the VM lifecycle and the API routes.
 """

@@ -16,4 +16,12 @@ class PoolExhausted(NetworkPoolError):
 
 
 class AddressUnavailable(NetworkPoolError):
-    """A requested address is not in the pool, or is already leased."""
+    """A requested address cannot be leased."""
+
+
+class AddressOutsidePool(AddressUnavailable):
+    """The requested address is not one the pool leases."""
+
+
+class AddressInUse(AddressUnavailable):
+    """The requested address is already leased to another VM."""

@@ -24,7 +24,7 @@ from ipaddress import IPv4Address
 from site_agent.compute.driver import NetworkSpec
 from site_agent.config import NetworkPoolConfig
 from site_agent.context.cidata import NetworkConfig
-from site_agent.networks.errors import AddressUnavailable, PoolExhausted, UnknownPool
+from site_agent.networks.errors import AddressInUse, AddressOutsidePool, PoolExhausted, UnknownPool
 
 
 def libvirt_names(config: NetworkPoolConfig, instance_id: str) -> tuple[str, str]:
@@ -86,7 +86,7 @@ class AddressPool:
     def pick(self, leased: set[str], wanted: IPv4Address | None = None) -> IPv4Address:
         """A free address: ``wanted`` if given and free, else the lowest free automatic one.
 
-        ``AddressUnavailable`` if ``wanted`` is not in the pool or is leased;
+        ``AddressOutsidePool`` if ``wanted`` is not in the pool, ``AddressInUse`` if leased;
         ``PoolExhausted`` if no automatic address is free.
         """
         if wanted is not None:
@@ -94,11 +94,11 @@ class AddressPool:
                 where = f"{self.first}-{self.last}"
                 if self._fixed:
                     where += f" or the fixed addresses {', '.join(map(str, sorted(self._fixed)))}"
-                raise AddressUnavailable(
+                raise AddressOutsidePool(
                     f"address {wanted} is not in pool {self.name} (it leases {where})"
                 )
             if str(wanted) in leased:
-                raise AddressUnavailable(f"address {wanted} of pool {self.name} is already leased")
+                raise AddressInUse(f"address {wanted} of pool {self.name} is already leased")
             return wanted
         for address in self.automatic():
             if str(address) not in leased:

@@ -34,7 +34,10 @@ from site_agent.compute.hosts import choose_host
 from site_agent.config import VmPolicy
 from site_agent.context.cidata import ContextSeed, write_cidata_iso
 from site_agent.host_pool import HostPool
-from site_agent.images.catalog import BootImage, ImageCatalog, ImageUnavailable, UnknownImage
+from site_agent.images.cache import ImageCache
+from site_agent.images.catalog import ImageRef
+from site_agent.images.errors import ImageError, ImageNameTaken, ImageNotFound, ImageNotUsable
+from site_agent.images.models import SaveAs
 from site_agent.layout import StateLayout
 from site_agent.quarantine import Quarantine
 from site_agent.storage.qemu_img import QemuImgError, create_overlay
@@ -61,7 +64,7 @@ class VmManager:
         self,
         repo: VmRepository,
         hosts: HostPool,
-        images: ImageCatalog,
+        images: ImageCache,
         layout: StateLayout,
         quarantine: Quarantine,
         policy: VmPolicy,
@@ -75,6 +78,7 @@ class VmManager:
         self._placement_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._provisioning: dict[str, asyncio.Task[None]] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Condition()
@@ -169,7 +173,7 @@ class VmManager:
             and not principal.is_admin
         ):
             raise Forbidden(f"you are not a member of group {request.group!r}")
-        image = self._resolve_image(request.image)
+        image = await self._resolve_image(principal, request.image)
         instance_type, vcpus, memory = request.sizing()
         base_name = request.name or f"vm-{uuid.uuid4().hex[:8]}"
         async with self._placement_lock:
@@ -247,15 +251,21 @@ class VmManager:
             ) from exc
         return result
 
-    def _resolve_image(self, name: str) -> BootImage:
+    async def _resolve_image(self, principal: Principal, name: str) -> ImageRef:
+        """Check that ``principal`` may boot ``name`` now; nothing is downloaded here.
+
+        Unknown (or not visible) -> 422; ``failed``, being saved or missing
+        files -> 409 ``image_unavailable``. The download, if any, happens in
+        ``prolog`` (:meth:`_prepare_files`).
+        """
         try:
-            return self.images.resolve(name)
-        except UnknownImage as exc:
+            return await self.images.lookup(principal, name)
+        except ImageNotFound as exc:
             raise ValidationFailed(
                 f"unknown image {name!r}",
                 details=[{"field": "image", "problem": "no such image at this site"}],
             ) from exc
-        except ImageUnavailable as exc:
+        except ImageNotUsable as exc:
             raise Conflict(str(exc), code="image_unavailable") from exc
 
     async def usage(self) -> dict[str, tuple[int, int, int]]:
@@ -270,7 +280,7 @@ class VmManager:
 
     # ----- provisioning --------------------------------------------------
 
-    async def _provision(self, vm_id: str, image: BootImage) -> None:
+    async def _provision(self, vm_id: str, image: ImageRef) -> None:
         """pending -> prolog -> boot -> running; on any failure: cleanup, then ``failed``."""
         vm: Vm = await self._db(self.repo.get, vm_id)
         assert vm.host_uri is not None
@@ -289,7 +299,7 @@ class VmManager:
         except asyncio.CancelledError:
             await self._cleanup_failed_create(vm_id, vm.host_uri)
             raise
-        except (ComputeError, QemuImgError, OSError, ValueError) as exc:
+        except (ComputeError, QemuImgError, ImageError, OSError, ValueError) as exc:
             await self._cleanup_failed_create(vm_id, vm.host_uri)
             await self._transition(vm_id, VmState.FAILED, f"create failed: {exc}")
         except Exception as exc:  # a bug: still fail cleanly, but log the traceback
@@ -299,7 +309,10 @@ class VmManager:
                 vm_id, VmState.FAILED, f"create failed: internal error ({type(exc).__name__})"
             )
 
-    async def _prepare_files(self, vm: Vm, image: BootImage) -> DomainSpec:
+    async def _prepare_files(self, vm: Vm, ref: ImageRef) -> DomainSpec:
+        # Downloads and verifies the image on its first use at this site
+        # (one download for concurrent first uses); raises ImageError.
+        image = await self.images.ensure_cached(ref.name)
         vm_dir = self.layout.vm_dir(vm.id)
         vm_dir.mkdir(mode=0o755)
         vm_dir.chmod(0o755)

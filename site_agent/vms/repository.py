@@ -90,6 +90,12 @@ class VmRepository:
         """VMs that hold host resources (any non-terminal state)."""
         return self.list_vms(None, include_terminal=False)
 
+    def images_in_use(self) -> set[str]:
+        """Names of the images non-terminal VMs boot from (they must stay in the cache)."""
+        with session_scope(self.engine) as session:
+            query = select(Vm.image).where(col(Vm.state).not_in([VmState.DONE, VmState.FAILED]))
+            return set(session.exec(query.distinct()).all())
+
     def transition(self, vm_id: str, target: VmState, reason: str, **fields: Any) -> Vm:
         """Move ``vm_id`` to ``target`` (checked), set ``fields``, and log the event."""
         with session_scope(self.engine) as session:

@@ -45,6 +45,7 @@ from site_agent.volumes.errors import (
 from site_agent.volumes.files import GIB, VolumeFiles
 from site_agent.volumes.models import (
     AttachmentPublic,
+    VmDisk,
     Volume,
     VolumeAttachment,
     VolumeCreate,
@@ -52,7 +53,6 @@ from site_agent.volumes.models import (
     VolumePublic,
     VolumeState,
     VolumeUpdate,
-    VmDisk,
 )
 from site_agent.volumes.repository import VolumeRepository
 
@@ -159,6 +159,12 @@ class VolumeService:
         if request.image is not None:
             image = await resolve_image(request.image)
             image_gib = max(1, math.ceil(await self.files.virtual_size(image.disk) / GIB))
+        common: dict[str, Any] = {
+            "id": volume_id,
+            "owner": principal.account,
+            "tag": request.tag,
+            "visibility": request.visibility,
+        }
         async with self.lock:
             if request.cow_of is not None:
                 source = await self.get_for(principal, request.cow_of)
@@ -166,12 +172,12 @@ class VolumeService:
                 await self._check_cow_source(source)
                 await self._check_quota(principal.account, size)
                 await self.files.create_cow(volume_id, source.id, size)
-                volume = Volume(id=volume_id, origin="volume", cow_of=source.id, size_gib=size)
+                volume = Volume(**common, origin="volume", cow_of=source.id, size_gib=size)
             elif image is not None:
                 size = self._size(request.size_gib, image_gib, f"image {request.image}")
                 await self._check_quota(principal.account, size)
                 volume = Volume(
-                    id=volume_id,
+                    **common,
                     origin="image",
                     image=request.image,
                     size_gib=size,
@@ -183,10 +189,7 @@ class VolumeService:
                 size = request.size_gib
                 await self._check_quota(principal.account, size)
                 await self.files.create_empty(volume_id, size)
-                volume = Volume(id=volume_id, size_gib=size)
-            volume.owner = principal.account
-            volume.tag = request.tag
-            volume.visibility = request.visibility
+                volume = Volume(**common, size_gib=size)
             try:
                 volume = await self._db(self.repo.insert, volume)
             except BaseException:
@@ -341,7 +344,8 @@ class VolumeService:
             )
         if readonly and any(not row.readonly for row in attached):
             raise VolumeBusy(f"volume {volume_id} is attached read-write to another VM")
-        if not readonly and await self._db(self.repo.with_children, [volume_id]):
+        origins: set[str] = await self._db(self.repo.with_children, [volume_id])
+        if not readonly and origins:
             raise VolumeBusy(
                 f"volume {volume_id} is the origin of copy-on-write volumes; it can only be "
                 "attached read-only"

@@ -9,15 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from site_agent.guest.builder import GuestImage, build_guest
+from site_agent.guest.site_image import DEFAULT_GUEST_DIR
 
-REPO = Path(__file__).resolve().parents[2]
-GUEST_DIR = REPO / "build" / "guest"
 LIBVIRT_URI = "qemu:///system"
 
 
 def guest() -> GuestImage:
-    """The busybox guest (built once, cached in build/guest like `make guest`)."""
-    return build_guest(GUEST_DIR)
+    """The busybox guest (built once, cached where `make guest` puts it)."""
+    return build_guest(DEFAULT_GUEST_DIR)
 
 
 @contextmanager
