@@ -129,8 +129,12 @@ class CloudConfig(StrictModel):
     images: dict[str, str] = Field(default_factory=dict)
     sizes: dict[str, CloudSizeConfig] = Field(default_factory=dict)
 
-    def public_cloud(self) -> PublicCloudConfig:
-        secret = self.secret_file.read_text().strip() if self.secret_file else self.secret
+    def public_cloud(self, *, read_secret: bool = True) -> PublicCloudConfig:
+        """The library's view of this cloud (``read_secret=False``: without the secret,
+        enough for the burst policy)."""
+        secret = self.secret
+        if read_secret and self.secret_file is not None:
+            secret = self.secret_file.read_text().strip()
         return PublicCloudConfig(
             name=self.name,
             driver=self.driver,
@@ -223,10 +227,21 @@ class BrokerConfig(StrictModel):
     def database_url(self) -> str:
         return self.broker.database_url or f"sqlite:///{self.broker.state_dir / 'broker.db'}"
 
+    def check_files(self) -> list[str]:
+        """Problems reading the token and secret files (empty when every file is readable)."""
+        problems = []
+        for site in self.trusted_sites:
+            if site.token_file is not None and not _readable(site.token_file):
+                problems.append(f"trusted_sites {site.name}: cannot read {site.token_file}")
+        for cloud in self.clouds:
+            if cloud.secret_file is not None and not _readable(cloud.secret_file):
+                problems.append(f"clouds {cloud.name}: cannot read {cloud.secret_file}")
+        return problems
+
     def burst_policy(self) -> BurstPolicy:
         b = self.bursting
         return BurstPolicy(
-            clouds=tuple(c.public_cloud() for c in self.clouds),
+            clouds=tuple(c.public_cloud(read_secret=False) for c in self.clouds),
             allowed_users=frozenset(b.allowed_users),
             allowed_vos=frozenset(b.allowed_vos),
             allow_everyone=b.allow_everyone,
@@ -235,6 +250,14 @@ class BrokerConfig(StrictModel):
             default_hours=b.default_hours,
             when_denied=BurstAction(b.when_denied),
         )
+
+
+def _readable(path: Path) -> bool:
+    try:
+        path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def check_url(value: str) -> str:

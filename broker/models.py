@@ -163,7 +163,9 @@ class BrokerVmCreate(BaseModel):
     """Body of the broker's ``POST /vms``: the site's create body plus placement fields.
 
     Placement: ``site`` (run exactly there), ``constraints`` (``site in [a, b]``,
-    ``country == FR``), ``preferred_sites``, ``data_location``, ``network``.
+    ``country == FR``), ``preferred_sites``, ``data_location``, ``network_type`` (a free
+    address of that pool type).  Site-level options (pool names, volumes, host tags)
+    are not taken: they name one site's resources.
     Policy: ``queue`` (wait for capacity instead of bursting), ``allow_burst``
     (false: never to a public cloud), ``confidential`` (never leaves the
     federation), ``priority`` and ``deadline_seconds`` for the queue,
@@ -185,7 +187,7 @@ class BrokerVmCreate(BaseModel):
     constraints: list[str] = PydField(default_factory=list, max_length=16)
     preferred_sites: list[str] = PydField(default_factory=list, max_length=16)
     data_location: dict[str, str] = PydField(default_factory=dict, max_length=16)
-    network: NetworkType | None = None
+    network_type: NetworkType | None = None
     queue: bool = False
     allow_burst: bool = True
     confidential: bool = False
@@ -197,9 +199,7 @@ class BrokerVmCreate(BaseModel):
     @classmethod
     def _known_type(cls, value: str | None) -> str | None:
         if value is not None and value not in INSTANCE_TYPES:
-            raise ValueError(
-                f"unknown instance type {value!r}; known: {', '.join(INSTANCE_TYPES)}"
-            )
+            raise ValueError(f"unknown instance type {value!r}; known: {', '.join(INSTANCE_TYPES)}")
         return value
 
     @field_validator("ssh_keys")

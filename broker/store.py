@@ -99,7 +99,7 @@ class BrokerStore:
             if key is not None:
                 session.exec(
                     delete(BrokerIdempotency).where(
-                        BrokerIdempotency.owner == owner, BrokerIdempotency.key == key
+                        col(BrokerIdempotency.owner) == owner, col(BrokerIdempotency.key) == key
                     )
                 )
 
@@ -142,9 +142,17 @@ class BrokerStore:
         return {i for i in ids if i is not None}
 
     def update(
-        self, vm_id: str, *, reason: str | None = None, site: str | None = None, **fields: Any
+        self,
+        vm_id: str,
+        *,
+        reason: str | None = None,
+        event_site: str | None = None,
+        log_state: bool = True,
+        **fields: Any,
     ) -> BrokerVm:
-        """Change fields of a VM; a change of ``state`` writes an event with ``reason``."""
+        """Change fields of a VM; a change of ``state`` writes an event with ``reason``
+        (logged as coming from ``event_site``), unless ``log_state`` is False (the
+        site logs that change itself)."""
         with session_scope(self.engine) as session:
             vm = session.get(BrokerVm, vm_id)
             if vm is None:
@@ -158,11 +166,11 @@ class BrokerStore:
             if changed:
                 vm.updated_at = utcnow()
                 session.add(vm)
-            if vm.state != before:
+            if vm.state != before and log_state:
                 session.add(
                     BrokerVmEvent(
                         vm_id=vm_id,
-                        site=site,
+                        site=event_site,
                         from_state=before,
                         to_state=vm.state,
                         reason=reason or "state reported by the site",
@@ -171,11 +179,6 @@ class BrokerStore:
             session.flush()
             session.refresh(vm)
             return vm
-
-    def sync_from_site(self, vm_id: str, fields: dict[str, Any], site: str) -> BrokerVm:
-        """Copy what the site reports into the VM row; a state change writes an event."""
-        reason = fields.get("state_reason") or "reported by the site"
-        return self.update(vm_id, reason=f"site {site}: {reason}", site=site, **fields)
 
     def add_event(
         self,

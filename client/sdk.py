@@ -98,6 +98,14 @@ class StratusClient:
         vms: list[dict[str, Any]] = self.request("GET", "/vms", params=params)["vms"]
         return vms
 
+    def list_vms_with_warnings(
+        self, *, all_owners: bool = False
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """VMs and the listing's warnings (a broker lists partially when a site is down)."""
+        params = {"all": "true"} if all_owners else {}
+        body = self.request("GET", "/vms", params=params)
+        return list(body["vms"]), [str(w) for w in body.get("warnings", [])]
+
     def get_vm(
         self, vm_id: str, *, wait: str | None = None, wait_timeout: float = 60.0
     ) -> dict[str, Any]:
@@ -110,12 +118,20 @@ class StratusClient:
         vm: dict[str, Any] = self.request("GET", f"/vms/{vm_id}", params=params, timeout=timeout)
         return vm
 
-    def kill_vm(self, vm_id: str) -> dict[str, Any]:
-        vm: dict[str, Any] = self.request("DELETE", f"/vms/{vm_id}")
+    def kill_vm(self, vm_id: str, *, force: bool = False) -> dict[str, Any]:
+        """Kill a VM; ``force`` also drops a pending save as image (else 409 ``save_pending``)."""
+        params = {"force": "true"} if force else {}
+        vm: dict[str, Any] = self.request("DELETE", f"/vms/{vm_id}", params=params)
         return vm
 
-    def stop_vm(self, vm_id: str) -> dict[str, Any]:
-        vm: dict[str, Any] = self.request("POST", f"/vms/{vm_id}/stop")
+    def stop_vm(
+        self, vm_id: str, *, save_as: str | None = None, save_description: str = ""
+    ) -> dict[str, Any]:
+        """Stop a VM cleanly; with ``save_as`` its root disk becomes that new image."""
+        kwargs: dict[str, Any] = {}
+        if save_as is not None:
+            kwargs["json"] = {"save": {"name": save_as, "description": save_description}}
+        vm: dict[str, Any] = self.request("POST", f"/vms/{vm_id}/stop", **kwargs)
         return vm
 
     def reboot_vm(self, vm_id: str) -> dict[str, Any]:
@@ -139,6 +155,19 @@ class StratusClient:
     def list_images(self) -> list[dict[str, Any]]:
         images: list[dict[str, Any]] = self.request("GET", "/images")["images"]
         return images
+
+    def register_image(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Register an image by URL (``docs/images.md``); it is downloaded on first use."""
+        image: dict[str, Any] = self.request("POST", "/images", json=spec)
+        return image
+
+    def get_image(self, name: str) -> dict[str, Any]:
+        image: dict[str, Any] = self.request("GET", f"/images/{quote(name, safe='')}")
+        return image
+
+    def delete_image(self, name: str) -> dict[str, Any]:
+        deleted: dict[str, Any] = self.request("DELETE", f"/images/{quote(name, safe='')}")
+        return deleted
 
     def whoami(self) -> dict[str, Any]:
         who: dict[str, Any] = self.request("GET", "/whoami")
@@ -176,6 +205,117 @@ class StratusClient:
     def remove_from_group(self, name: str, group: str) -> dict[str, Any]:
         account: dict[str, Any] = self.request("DELETE", f"/accounts/{name}/groups/{quote(group)}")
         return account
+
+    # --- volumes, disks, networks ---------------------------------------------------
+
+    def create_volume(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a volume (``size_gib``, ``tag``, ``visibility``, ``cow_of`` or ``image``)."""
+        volume: dict[str, Any] = self.request("POST", "/volumes", json=spec)
+        return volume
+
+    def list_volumes(
+        self,
+        *,
+        tag: str | None = None,
+        visibility: str | None = None,
+        owner: str | None = None,
+        all_owners: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Your volumes and public ones; ``tag`` is a regular expression searched in the tag."""
+        params: dict[str, str] = {}
+        if tag is not None:
+            params["tag"] = tag
+        if visibility is not None:
+            params["visibility"] = visibility
+        if owner is not None:
+            params["owner"] = owner
+        if all_owners:
+            params["all"] = "true"
+        volumes: list[dict[str, Any]] = self.request("GET", "/volumes", params=params)["volumes"]
+        return volumes
+
+    def get_volume(
+        self, volume_id: str, *, wait: bool = False, wait_timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """A volume; with ``wait`` the service answers once an image copy is finished."""
+        params: dict[str, Any] = {"wait": "ready", "timeout": wait_timeout} if wait else {}
+        volume: dict[str, Any] = self.request(
+            "GET",
+            f"/volumes/{quote(volume_id, safe='')}",
+            params=params,
+            timeout=wait_timeout + 10 if wait else None,
+        )
+        return volume
+
+    def update_volume(self, volume_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        volume: dict[str, Any] = self.request(
+            "PATCH", f"/volumes/{quote(volume_id, safe='')}", json=changes
+        )
+        return volume
+
+    def delete_volume(self, volume_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/volumes/{quote(volume_id, safe='')}")
+        return result
+
+    def attach_volume(
+        self, volume_id: str, vm_id: str, *, readonly: bool = False
+    ) -> dict[str, Any]:
+        """Hot-plug a volume into a running VM; the answer names the guest ``device``."""
+        disk: dict[str, Any] = self.request(
+            "POST",
+            f"/volumes/{quote(volume_id, safe='')}/attach",
+            json={"vm_id": vm_id, "readonly": readonly},
+        )
+        return disk
+
+    def detach_volume(self, volume_id: str, vm_id: str | None = None) -> dict[str, Any]:
+        """Hot-unplug a volume (from ``vm_id``, or the one VM of yours that has it)."""
+        body = {"vm_id": vm_id} if vm_id is not None else {}
+        disk: dict[str, Any] = self.request(
+            "POST", f"/volumes/{quote(volume_id, safe='')}/detach", json=body
+        )
+        return disk
+
+    def vm_disks(self, vm_id: str) -> list[dict[str, Any]]:
+        """Volumes and static disks plugged into a VM."""
+        body = self.request("GET", f"/vms/{quote(vm_id, safe='')}/disks")
+        disks: list[dict[str, Any]] = body["disks"]
+        return disks
+
+    def attach_static_disk(self, vm_id: str, image: str) -> dict[str, Any]:
+        """Hot-plug the image ``image`` read-only into a running VM."""
+        disk: dict[str, Any] = self.request(
+            "POST", f"/vms/{quote(vm_id, safe='')}/disks", json={"static_disk": image}
+        )
+        return disk
+
+    def detach_disk(self, vm_id: str, device: str) -> dict[str, Any]:
+        """Hot-unplug the disk at guest ``device`` (e.g. ``vdc``) from a running VM."""
+        disk: dict[str, Any] = self.request(
+            "DELETE", f"/vms/{quote(vm_id, safe='')}/disks/{quote(device, safe='')}"
+        )
+        return disk
+
+    def list_networks(self) -> list[dict[str, Any]]:
+        """Address pools with their size and free addresses."""
+        networks: list[dict[str, Any]] = self.request("GET", "/networks")["networks"]
+        return networks
+
+    def get_network(self, name: str) -> dict[str, Any]:
+        """One pool with its leases (every lease for admins, your own otherwise)."""
+        network: dict[str, Any] = self.request("GET", f"/networks/{quote(name, safe='')}")
+        return network
+
+    # --- federation (broker) ------------------------------------------------------
+
+    def list_sites(self) -> list[dict[str, Any]]:
+        """The broker's sites and public clouds, with status and free capacity."""
+        sites: list[dict[str, Any]] = self.request("GET", "/sites")["sites"]
+        return sites
+
+    def get_site(self, name: str) -> dict[str, Any]:
+        site: dict[str, Any] = self.request("GET", f"/sites/{quote(name, safe='')}")
+        return site
 
     def list_hosts(self) -> list[dict[str, Any]]:
         hosts: list[dict[str, Any]] = self.request("GET", "/hosts")["hosts"]

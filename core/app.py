@@ -40,6 +40,7 @@ class RouteSpec:
     handler: Handler
     summary: str
     request_model: type[BaseModel] | None = None
+    body_required: bool = True  # False: the request body may be omitted
     response_model: type[BaseModel] | None = None
     status: int = 200
     query_model: type[BaseModel] | None = None
@@ -176,7 +177,7 @@ def build_openapi(specs: Iterable[RouteSpec], *, title: str, version: str) -> di
             op["parameters"] = params
         if spec.request_model is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": spec.body_required,
                 "content": {"application/json": {"schema": ref(spec.request_model)}},
             }
         response: dict[str, Any] = {"description": "success"}

@@ -1,7 +1,7 @@
 """The site agent application: wiring config, database, hosts and the VM manager.
 
 Start-up order (``cleanup_ctx``): state directory and database, hypervisor
-connections, VM manager, reconciliation with the hypervisors, then the
+connections, image cache, VM manager, reconciliation with the hypervisors, then the
 background tasks (quarantine sweeper, monitor). Shutdown reverses it.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import httpx
 from aiohttp import web
 
 from auth.authenticator import Authenticator
@@ -19,26 +20,59 @@ from auth.middleware import auth_middleware, install_authenticator
 from auth.routes import account_routes
 from core.app import make_app
 from core.db import create_tables, make_engine
-from site_agent.api import site_routes, vm_routes
-from site_agent.api.keys import CONFIG, ENGINE, HOSTS, IMAGES, LAYOUT, QUARANTINE, VM_MANAGER
+from site_agent.api import image_routes, network_routes, site_routes, vm_routes, volume_routes
+from site_agent.api.keys import (
+    CONFIG,
+    ENGINE,
+    HOSTS,
+    IMAGE_HTTP_TRANSPORT,
+    IMAGES,
+    LAYOUT,
+    NETWORKS,
+    QUARANTINE,
+    VM_MANAGER,
+    VOLUMES,
+)
 from site_agent.config import SiteConfig
 from site_agent.host_pool import HostPool
-from site_agent.images.catalog import ImageCatalog
+from site_agent.images.cache import ImageCache, make_http_client
 from site_agent.layout import StateLayout
+from site_agent.networks.pools import NetworkPools
+from site_agent.networks.repository import LeaseRepository
+from site_agent.networks.service import NetworkService
 from site_agent.quarantine import Quarantine
 from site_agent.vms.lifecycle import VmManager
 from site_agent.vms.repository import VmRepository
+from site_agent.volumes.files import VolumeFiles
+from site_agent.volumes.repository import VolumeRepository
+from site_agent.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
 
 
-def build_site_app(config: SiteConfig, *, hosts: HostPool | None = None) -> web.Application:
-    """The site agent app for ``config``. ``hosts`` may be given to inject drivers (tests)."""
+def build_site_app(
+    config: SiteConfig,
+    *,
+    hosts: HostPool | None = None,
+    image_transport: httpx.AsyncBaseTransport | None = None,
+) -> web.Application:
+    """The site agent app for ``config``.
+
+    ``hosts`` may be given to inject drivers, ``image_transport`` to serve
+    image downloads from a handler (tests).
+    """
     engine = make_engine(config.database_url)
     # Reads the CA directory and vomsdir once; no SSL context or X509 store per request.
     authenticator = Authenticator.from_config(config.auth, engine=engine)
     app = make_app(
-        [*vm_routes.routes(), *site_routes.routes(), *account_routes()],
+        [
+            *vm_routes.routes(),
+            *image_routes.routes(),
+            *site_routes.routes(),
+            *volume_routes.routes(),
+            *network_routes.routes(),
+            *account_routes(),
+        ],
         title=f"Stratus site agent ({config.site.name})",
         middlewares=[auth_middleware(authenticator)],
     )
@@ -46,7 +80,8 @@ def build_site_app(config: SiteConfig, *, hosts: HostPool | None = None) -> web.
     app[CONFIG] = config
     app[ENGINE] = engine
     app[LAYOUT] = StateLayout(config.site.state_dir)
-    app[IMAGES] = ImageCatalog(config.images)
+    if image_transport is not None:
+        app[IMAGE_HTTP_TRANSPORT] = image_transport
     app[HOSTS] = hosts or HostPool.from_config(config.hosts)
     app.cleanup_ctx.append(_site_context)
     return app
@@ -61,7 +96,28 @@ async def _site_context(app: web.Application) -> AsyncIterator[None]:
     hosts = app[HOSTS]
     await hosts.connect(owner=layout.instance_id())
     quarantine = Quarantine(engine, layout, config.quarantine.period_seconds)
-    manager = VmManager(VmRepository(engine), hosts, app[IMAGES], layout, quarantine, config.vm)
+    http = make_http_client(config.image_cache, app.get(IMAGE_HTTP_TRANSPORT))
+    images = ImageCache(engine, layout, config.images, config.image_cache, http)
+    vm_repo = VmRepository(engine)
+    images.add_usage_source(vm_repo.images_in_use)
+    await images.start()
+    app[IMAGES] = images
+    # Address pools: each managed pool's isolated network on every reachable host.
+    networks = NetworkService(
+        LeaseRepository(engine), NetworkPools(config.networks, layout.instance_id())
+    )
+    await networks.ensure_networks(h.driver for h in hosts.hosts.values() if h.info is not None)
+    volume_files = VolumeFiles(layout.volumes_dir)
+    await asyncio.to_thread(volume_files.prepare)
+    volume_repo = VolumeRepository(engine)
+    images.add_usage_source(volume_repo.images_in_use)
+    volumes = VolumeService(volume_repo, volume_files, config.quotas)
+    await volumes.fail_interrupted()
+    app[NETWORKS] = networks
+    app[VOLUMES] = volumes
+    manager = VmManager(
+        vm_repo, hosts, images, layout, quarantine, config.vm, networks=networks, volumes=volumes
+    )
     app[QUARANTINE] = quarantine
     app[VM_MANAGER] = manager
     actions = await manager.reconcile()
@@ -77,5 +133,8 @@ async def _site_context(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await manager.close()
+    await volumes.close()
+    await images.close()
+    await http.aclose()
     await hosts.close()
     engine.dispose()

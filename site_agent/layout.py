@@ -9,6 +9,7 @@
       quarantine/<vm-id>/     a killed VM's directory until its quarantine expires
       images/<image-id>/      a cached or saved image: disk.qcow2|disk.raw [, kernel, initrd]
       images/.partial/        downloads and saves in progress (renamed into place when verified)
+      volumes/<volume-id>.qcow2  persistent volumes (docs/storage.md)
 
 Directories are mode 0755 so that QEMU (running as ``libvirt-qemu``) can
 reach the files libvirt hands it.
@@ -35,6 +36,10 @@ class StateLayout:
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.vms_dir / vm_id
+
+    @property
+    def volumes_dir(self) -> Path:
+        return self.root / "volumes"
 
     @property
     def images_dir(self) -> Path:
@@ -84,6 +89,7 @@ class StateLayout:
             self.quarantine_dir,
             self.images_dir,
             self.images_partial_dir,
+            self.volumes_dir,
         ):
             directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o755)

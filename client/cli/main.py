@@ -81,7 +81,7 @@ def cli(
 
 
 # Modules under client/cli/ that add user commands to ``cli`` when imported.
-COMMAND_MODULES = ("vm", "images", "accounts")
+COMMAND_MODULES = ("vm", "images", "accounts", "site", "volume", "network")
 
 
 def _load_plugins() -> None:

@@ -15,6 +15,18 @@ from client.sdk import StratusClient
 
 VM_COLUMNS = ("id", "name", "state", "ready", "ip", "image", "vcpus", "memory_mib", "host")
 EVENT_COLUMNS = ("at", "from_state", "to_state", "reason")
+#: Shown while waiting as final: a queued request waits for capacity, not for the CLI.
+SETTLED_STATES = ("done", "failed", "expired", "queued")
+
+
+def vm_columns(rows: list[dict[str, Any]], *, owner: bool = False) -> tuple[str, ...]:
+    """The table columns for ``rows``: with ``site`` when they come from a broker."""
+    columns: tuple[str, ...] = VM_COLUMNS
+    if any("site" in row for row in rows):
+        columns = (*columns[:3], "site", *columns[3:])
+    return ("owner", *columns) if owner else columns
+
+
 INSTANCE_TYPES = (
     "t1.micro",
     "m1.small",
@@ -59,7 +71,7 @@ def wait_until(
                     continue
                 current = api.get_vm(vm_id, wait=goal, wait_timeout=1.0)
                 reached = current["ready"] if goal == "ready" else current["state"] == "running"
-                if reached or current["state"] in ("done", "failed"):
+                if reached or current["state"] in SETTLED_STATES:
                     finished[vm_id] = current
                 states.append(current["state"] + (" (ready)" if current["ready"] else ""))
             progress.update(", ".join(states))
@@ -105,6 +117,25 @@ def wait_until(
 @click.option(
     "--host-tag", "host_tags", multiple=True, help="Only hosts with this tag (repeatable)."
 )
+@click.option("--network", help="Address pool (stratus network list); default: the first.")
+@click.option("--address", help="A free address of the pool for this VM (-n 1 only).")
+@click.option(
+    "--volume", "volumes", multiple=True, metavar="ID", help="Attach read-write (repeatable)."
+)
+@click.option(
+    "--readonly-volume",
+    "readonly_volumes",
+    multiple=True,
+    metavar="ID",
+    help="Attach read-only (repeatable).",
+)
+@click.option(
+    "--static-disk",
+    "static_disks",
+    multiple=True,
+    metavar="IMAGE",
+    help="Attach this image read-only (repeatable).",
+)
 @click.option(
     "--ids-file", type=click.Path(dir_okay=False, writable=True), help="Write the VM ids here."
 )
@@ -115,6 +146,22 @@ def wait_until(
     default="running",
     show_default=True,
     help="Wait until the VMs are running or their guests ready.",
+)
+@click.option("--site", help="Broker: run on this site only.")
+@click.option(
+    "--constraint",
+    "constraints",
+    multiple=True,
+    metavar="EXPR",
+    help="Broker: placement constraint, e.g. 'site in [a, b]' or 'country == FR' (repeatable).",
+)
+@click.option(
+    "--queue", is_flag=True, help="Broker: wait in the queue when no site can take it now."
+)
+@click.option("--no-burst", is_flag=True, help="Broker: never run on a public cloud (no bursting).")
+@click.option("--priority", type=click.IntRange(0), help="Broker: queue priority (higher first).")
+@click.option(
+    "--deadline", type=click.FloatRange(min=1), help="Broker: seconds a queued request may wait."
 )
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 @pass_ctx
@@ -130,11 +177,22 @@ def run(
     user_data: str | None,
     context_pairs: tuple[str, ...],
     host_tags: tuple[str, ...],
+    network: str | None,
+    address: str | None,
+    volumes: tuple[str, ...],
+    readonly_volumes: tuple[str, ...],
+    static_disks: tuple[str, ...],
     ids_file: str | None,
     wait_for: str,
+    site: str | None,
+    constraints: tuple[str, ...],
+    queue: bool,
+    no_burst: bool,
+    priority: int | None,
+    deadline: float | None,
     timeout: float,
 ) -> None:
-    """Run COUNT VMs of IMAGE."""
+    """Run COUNT VMs of IMAGE (against a broker: placed on a site, burst or queued)."""
     spec: dict[str, Any] = {"image": image, "count": count}
     if instance_type:
         spec["instance_type"] = instance_type
@@ -152,13 +210,35 @@ def run(
         spec["context"] = _context_pairs(context_pairs)
     if host_tags:
         spec["host_tags"] = list(host_tags)
+    for key, value in (("network", network), ("address", address)):
+        if value:
+            spec[key] = value
+    for key, values in (
+        ("volumes", volumes),
+        ("readonly_volumes", readonly_volumes),
+        ("static_disks", static_disks),
+    ):
+        if values:
+            spec[key] = list(values)
+    if site:
+        spec["site"] = site
+    if constraints:
+        spec["constraints"] = list(constraints)
+    if queue:
+        spec["queue"] = True
+    if no_burst:
+        spec["allow_burst"] = False
+    if priority is not None:
+        spec["priority"] = priority
+    if deadline is not None:
+        spec["deadline_seconds"] = deadline
     with ctx.client() as api:
         vms = api.create_vms(spec)
         if ids_file:
             Path(ids_file).write_text("".join(v["id"] + "\n" for v in vms))
         if wait_for != "none":
             vms = wait_until(api, [v["id"] for v in vms], wait_for, timeout)
-    emit(vms, ctx.output, VM_COLUMNS)
+    emit(vms, ctx.output, vm_columns(vms))
     failed = [v for v in vms if v["state"] == "failed"]
     if failed:
         raise ClientError(f"{len(failed)} VM(s) failed: {failed[0].get('state_reason')}")
@@ -168,13 +248,12 @@ def run(
 @click.option("--all", "all_owners", is_flag=True, help="Admins: every owner's VMs.")
 @pass_ctx
 def list_(ctx: CliContext, all_owners: bool) -> None:
-    """List your VMs."""
+    """List your VMs (from a broker: on every site and cloud, with their site)."""
     with ctx.client() as api:
-        emit(
-            api.list_vms(all_owners=all_owners),
-            ctx.output,
-            ("owner", *VM_COLUMNS) if all_owners else VM_COLUMNS,
-        )
+        vms, warnings = api.list_vms_with_warnings(all_owners=all_owners)
+    for warning in warnings:
+        click.echo(f"stratus: warning: {warning}", err=True)
+    emit(vms, ctx.output, vm_columns(vms, owner=all_owners))
 
 
 @vm.command("show")
@@ -188,13 +267,26 @@ def show(ctx: CliContext, vm_id: str) -> None:
 
 @vm.command("stop")
 @click.argument("vm_ids", nargs=-1, required=True)
+@click.option(
+    "--save", "save_as", metavar="NAME", help="Save the root disk as a new image NAME (one VM)."
+)
+@click.option("--save-description", default="", help="Description of the saved image.")
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 @pass_ctx
-def stop(ctx: CliContext, vm_ids: tuple[str, ...], wait: bool, timeout: float) -> None:
+def stop(
+    ctx: CliContext,
+    vm_ids: tuple[str, ...],
+    save_as: str | None,
+    save_description: str,
+    wait: bool,
+    timeout: float,
+) -> None:
     """Stop VMs cleanly (ACPI shutdown; destroyed after the site's timeout)."""
+    if save_as is not None and len(vm_ids) != 1:
+        raise click.UsageError("--save takes exactly one VM")
     with ctx.client() as api:
-        vms = [api.stop_vm(i) for i in vm_ids]
+        vms = [api.stop_vm(i, save_as=save_as, save_description=save_description) for i in vm_ids]
         if wait:
             progress = Progress("stopping")
             deadline = time.monotonic() + timeout
@@ -207,16 +299,29 @@ def stop(ctx: CliContext, vm_ids: tuple[str, ...], wait: bool, timeout: float) -
                     progress.update(", ".join(v["state"] for v in vms))
             finally:
                 progress.done()
-    emit(vms, ctx.output, VM_COLUMNS)
+            saved = api.get_image(save_as) if save_as is not None else None
+        else:
+            saved = None
+    emit(vms, ctx.output, vm_columns(vms))
+    if saved is not None:
+        if saved["state"] != "ready":
+            raise ClientError(f"image {saved['name']} was not saved: {saved['state_reason']}")
+        click.echo(f"saved as image {saved['name']} ({saved['size']} bytes)", err=True)
 
 
 @vm.command("kill")
 @click.argument("vm_ids", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Also drop a pending save as image.")
 @pass_ctx
-def kill(ctx: CliContext, vm_ids: tuple[str, ...]) -> None:
-    """Kill VMs now: destroy them and free everything (disks go to quarantine)."""
+def kill(ctx: CliContext, vm_ids: tuple[str, ...], force: bool) -> None:
+    """Kill VMs now: destroy them and free everything (disks go to quarantine).
+
+    A VM stopping with --save is not killed (its save would be lost) unless
+    --force is given; the VM's event log then records the dropped save.
+    """
     with ctx.client() as api:
-        emit([api.kill_vm(i) for i in vm_ids], ctx.output, VM_COLUMNS)
+        killed = [api.kill_vm(i, force=force) for i in vm_ids]
+    emit(killed, ctx.output, vm_columns(killed))
 
 
 @vm.command("reboot")
@@ -225,7 +330,8 @@ def kill(ctx: CliContext, vm_ids: tuple[str, ...]) -> None:
 def reboot(ctx: CliContext, vm_id: str) -> None:
     """Reboot a VM (hard reset)."""
     with ctx.client() as api:
-        emit(api.reboot_vm(vm_id), ctx.output, VM_COLUMNS)
+        rebooted = api.reboot_vm(vm_id)
+    emit(rebooted, ctx.output, vm_columns([rebooted]))
 
 
 @vm.command("console")

@@ -1,4 +1,4 @@
-"""Site-level resources: health, images, hosts (admin), quarantine (admin)."""
+"""Site-level resources: health, hosts (admin), quarantine (admin). Images: ``image_routes``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from auth.request import principal_of
 from core.app import RouteSpec
 from core.errors import Forbidden
 from core.http import json_response
-from site_agent.api.keys import CONFIG, HOSTS, IMAGES, QUARANTINE, VM_MANAGER
-from site_agent.images.catalog import ImageList
+from site_agent.api.keys import CONFIG, HOSTS, QUARANTINE, VM_MANAGER
 from site_agent.quarantine import QuarantineEntryPublic, QuarantineList
 
 
@@ -51,11 +50,6 @@ async def health(request: web.Request) -> web.Response:
             status="ok", site=request.app[CONFIG].site.name, version=version("stratus-federation")
         )
     )
-
-
-async def list_images(request: web.Request) -> web.Response:
-    principal_of(request)
-    return json_response(ImageList(images=request.app[IMAGES].public()))
 
 
 async def list_hosts(request: web.Request) -> web.Response:
@@ -108,14 +102,6 @@ def routes() -> list[RouteSpec]:
             response_model=Health,
             public=True,
             tags=("site",),
-        ),
-        RouteSpec(
-            "GET",
-            "/images",
-            list_images,
-            "Images this site can boot",
-            response_model=ImageList,
-            tags=("images",),
         ),
         RouteSpec(
             "GET",

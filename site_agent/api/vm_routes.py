@@ -13,8 +13,8 @@ from core.app import RouteSpec
 from core.errors import BadRequest, NotFound
 from core.http import json_response, read_json, read_query
 from site_agent.api.keys import LAYOUT, VM_MANAGER
+from site_agent.images.models import SaveAs
 from site_agent.vms.console import read_tail
-from site_agent.vms.states import VmState
 from site_agent.vms.models import (
     ConsoleOutput,
     Vm,
@@ -24,6 +24,7 @@ from site_agent.vms.models import (
     VmList,
     VmPublic,
 )
+from site_agent.vms.states import VmState
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -41,6 +42,20 @@ class ShowQuery(BaseModel):
         default=None, description="wait until the VM is running (or ready), or terminal"
     )
     timeout: float = Field(default=60.0, gt=0, le=600)
+
+
+class StopRequest(BaseModel):
+    """Optional body of ``POST /vms/{id}/stop``."""
+
+    model_config = ConfigDict(extra="forbid")
+    save: SaveAs | None = Field(
+        default=None, description="once the guest is off, keep its root disk as this new image"
+    )
+
+
+class KillQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(default=False, description="kill even if a save as image is pending")
 
 
 class ConsoleQuery(BaseModel):
@@ -92,13 +107,22 @@ async def show_vm(request: web.Request) -> web.Response:
 
 
 async def kill_vm(request: web.Request) -> web.Response:
-    """DELETE /vms/{id}: destroy now, free everything; idempotent on a done VM."""
-    vm = await request.app[VM_MANAGER].kill(principal_of(request), _vm_id(request))
+    """DELETE /vms/{id}: destroy now, free everything; idempotent on a done VM.
+
+    409 ``save_pending`` while a stop with ``save`` is in progress, unless ``?force=true``.
+    """
+    principal = principal_of(request)
+    query = read_query(request, KillQuery)
+    vm = await request.app[VM_MANAGER].kill(principal, _vm_id(request), force=query.force)
     return json_response(_public(vm))
 
 
 async def stop_vm(request: web.Request) -> web.Response:
-    vm = await request.app[VM_MANAGER].stop(principal_of(request), _vm_id(request))
+    """POST /vms/{id}/stop: 202; an optional body ``{"save": {"name": ...}}`` saves the disk."""
+    principal = principal_of(request)
+    vm_id = _vm_id(request)
+    body = await read_json(request, StopRequest) if request.can_read_body else StopRequest()
+    vm = await request.app[VM_MANAGER].stop(principal, vm_id, body.save)
     return json_response(_public(vm), status=202)
 
 
@@ -167,15 +191,18 @@ def routes() -> list[RouteSpec]:
             "DELETE",
             "/vms/{vm_id}",
             kill_vm,
-            "Kill a VM: destroy now, free everything",
+            "Kill a VM: destroy now, free everything (?force=true drops a pending save)",
             response_model=VmPublic,
+            query_model=KillQuery,
             tags=tags,
         ),
         RouteSpec(
             "POST",
             "/vms/{vm_id}/stop",
             stop_vm,
-            "Stop a VM cleanly (ACPI), destroy after timeout",
+            "Stop a VM cleanly (ACPI), destroy after timeout; optionally save it as an image",
+            request_model=StopRequest,
+            body_required=False,
             response_model=VmPublic,
             status=202,
             tags=tags,

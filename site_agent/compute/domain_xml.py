@@ -142,8 +142,9 @@ def domain_xml(
     direct kernel boot, the spec's disks and NICs (virtio), a serial console
     on ttyS0 logged to ``spec.console_log`` (appending across reboots), no
     graphics, and a ``<metadata>`` entry in the Stratus namespace carrying
-    the VM id and ``owner`` (the site instance that made it). Power-off and crash destroy the running instance (the
-    definition stays); reboot restarts it.
+    the VM id and ``owner`` (the site instance that made it). Power-off and
+    crash destroy the running instance (the definition stays); reboot
+    restarts it.
 
     Raises ``ValueError`` for an invalid spec (see the module docstring).
     """

@@ -105,13 +105,23 @@ _IMAGE_DIR = re.compile(r"^[0-9a-f]{32}$")
 _POLL_SECONDS = 0.5
 
 
+async def _only_http(request: httpx.Request) -> None:
+    """Every request, redirects included, must be http(s): a redirect never reaches file://."""
+    if request.url.scheme not in ("http", "https"):
+        raise httpx.UnsupportedProtocol(
+            f"unsupported protocol {request.url.scheme!r} (redirect refused)", request=request
+        )
+
+
 def make_http_client(
     policy: ImageCacheConfig, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """The HTTP client downloads use; ``transport`` is injected by tests."""
-    timeout = httpx.Timeout(
-        policy.read_timeout_seconds, connect=policy.connect_timeout_seconds
-    )
+    """The HTTP client downloads use; ``transport`` is injected by tests.
+
+    Redirects are followed (at most 5) only to http(s) URLs; proxies from
+    the environment only with ``use_env_proxy``.
+    """
+    timeout = httpx.Timeout(policy.read_timeout_seconds, connect=policy.connect_timeout_seconds)
     return httpx.AsyncClient(
         transport=transport,
         timeout=timeout,
@@ -119,6 +129,7 @@ def make_http_client(
         max_redirects=5,
         trust_env=policy.use_env_proxy,
         headers={"User-Agent": "stratus-site-agent/0.1 (image cache)"},
+        event_hooks={"request": [_only_http]},
     )
 
 
@@ -188,9 +199,10 @@ class ImageCache:
 
         Leftovers of interrupted downloads and saves are removed,
         ``downloading`` rows go back to ``pending`` (fetched again on next
-        use), directories of images that no longer exist are deleted, and the
-        cache is brought under ``max_bytes`` when possible. ``saving`` rows
-        are finished or failed by the VM manager's reconciliation.
+        use), directories of images that no longer exist are deleted. ``saving`` rows
+        are finished or failed by the VM manager's reconciliation. Nothing is
+        evicted here: that happens before a download, when every usage
+        source (VMs, volumes) is registered.
         """
         await asyncio.to_thread(self._clean_files)
         for row in await self._db(self.repo.downloading):
@@ -206,8 +218,6 @@ class ImageCache:
             log.warning(
                 "image %r is both registered and in the site config; the config entry wins", name
             )
-        with contextlib.suppress(CacheFull):
-            await self._make_room(0, None)
 
     def _clean_files(self) -> None:
         partial = self.layout.images_partial_dir
@@ -583,7 +593,7 @@ class ImageCache:
         return plan
 
     async def _check_disk(self, path: Path, row: Image) -> None:
-        """A qcow2 must really be qcow2, standalone: a backing or data file could read host files."""
+        """A qcow2 must be qcow2 and standalone: a backing or data file could read host files."""
         if row.format != "qcow2":
             return  # raw is always opened as raw: any content is just guest data
         info = await qemu_img.info(path, fmt="qcow2")

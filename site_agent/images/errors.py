@@ -14,9 +14,17 @@ class ImageError(Exception):
 class ImageNotFound(ImageError):
     """No image of that name, or not one the caller may see (existence is not leaked)."""
 
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no image named {name!r}")
+        self.name = name
+
 
 class ImageNameTaken(ImageError):
     """An image (registered, saved or configured) already has that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an image named {name!r} already exists")
+        self.name = name
 
 
 class ImageInUse(ImageError):

@@ -72,13 +72,13 @@ class ImageRepository:
             states = [expect] if isinstance(expect, ImageState) else list(expect)
             stmt = stmt.where(col(Image.state).in_([str(s) for s in states]))
         with session_scope(self.engine) as session:
-            result = session.exec(stmt.values(**values))  # type: ignore[call-overload]
+            result = session.exec(stmt.values(**values))
             return bool(result.rowcount)
 
     def touch(self, image_id: str) -> None:
         """Record a use now (the LRU order)."""
         with session_scope(self.engine) as session:
-            session.exec(  # type: ignore[call-overload]
+            session.exec(
                 update(Image).where(col(Image.id) == image_id).values(last_used_at=utcnow())
             )
 

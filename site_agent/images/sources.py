@@ -24,9 +24,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from site_agent.images.errors import (
-    ImageForbidden,
     ChecksumMismatch,
     FetchFailed,
+    ImageForbidden,
     SizeMismatch,
     SourceRefused,
 )
@@ -122,8 +122,7 @@ class _Sink:
         self.size += len(chunk)
         if self.size > self.expected.size:
             raise SizeMismatch(
-                f"{self.what}: more than the expected {self.expected.size} bytes;"
-                " download stopped"
+                f"{self.what}: more than the expected {self.expected.size} bytes; download stopped"
             )
         self.sha1.update(chunk)
         self.sha256.update(chunk)
@@ -209,12 +208,11 @@ async def _download(url: str, sink: _Sink, client: httpx.AsyncClient) -> None:
             if resp.status_code != 200:
                 raise FetchFailed(f"{sink.what}: HTTP {resp.status_code} from {shown}")
             announced = resp.headers.get("Content-Length")
-            if announced is not None and announced.isdigit():
-                if int(announced) > sink.expected.size:
-                    raise SizeMismatch(
-                        f"{sink.what}: {shown} announces {announced} bytes, more than the"
-                        f" expected {sink.expected.size}; not downloaded"
-                    )
+            if announced and announced.isdigit() and int(announced) > sink.expected.size:
+                raise SizeMismatch(
+                    f"{sink.what}: {shown} announces {announced} bytes, more than the"
+                    f" expected {sink.expected.size}; not downloaded"
+                )
             async for chunk in resp.aiter_raw(CHUNK):
                 await asyncio.to_thread(sink.write, chunk)
     except httpx.HTTPError as exc:

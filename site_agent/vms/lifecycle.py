@@ -12,7 +12,11 @@ Guarantees:
 * a kill always frees the host: the domain is destroyed and undefined, the
   VM's files go to quarantine;
 * after an agent restart :meth:`reconcile` makes the database and the
-  hypervisors agree (see its docstring).
+  hypervisors agree (see its docstring);
+* a stop that asked to save the root disk as an image is never silently
+  dropped: a kill is refused while the save is pending (unless forced, which
+  the event log records), and a stop interrupted by an agent restart still
+  saves the disk.
 """
 
 from __future__ import annotations
@@ -39,12 +43,16 @@ from site_agent.images.catalog import ImageRef
 from site_agent.images.errors import ImageError, ImageNameTaken, ImageNotFound, ImageNotUsable
 from site_agent.images.models import SaveAs
 from site_agent.layout import StateLayout
+from site_agent.networks.service import NetworkService
 from site_agent.quarantine import Quarantine
 from site_agent.storage.qemu_img import QemuImgError, create_overlay
 from site_agent.vms.console import log_size, wait_for_ready
+from site_agent.vms.devices import VmDevices
 from site_agent.vms.models import IdempotencyRecord, Vm, VmCreate, VmEvent
 from site_agent.vms.repository import IdempotencyConflict, VmRepository, request_hash
 from site_agent.vms.states import VmState
+from site_agent.volumes.models import VmDisk
+from site_agent.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,9 @@ class VmManager:
         layout: StateLayout,
         quarantine: Quarantine,
         policy: VmPolicy,
+        *,
+        networks: NetworkService | None = None,
+        volumes: VolumeService | None = None,
     ) -> None:
         self.repo = repo
         self.hosts = hosts
@@ -82,6 +93,15 @@ class VmManager:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Condition()
+        # NICs, leases, volumes and static disks of VMs (site_agent/vms/devices.py).
+        self.devices = VmDevices.build(
+            repo.engine,
+            layout,
+            networks,
+            volumes,
+            check_image=self._resolve_image,
+            image_files=images.ensure_cached,
+        )
 
     # ----- helpers -------------------------------------------------------
 
@@ -174,6 +194,7 @@ class VmManager:
         ):
             raise Forbidden(f"you are not a member of group {request.group!r}")
         image = await self._resolve_image(principal, request.image)
+        await self.devices.check_request(principal, request)
         instance_type, vcpus, memory = request.sizing()
         base_name = request.name or f"vm-{uuid.uuid4().hex[:8]}"
         async with self._placement_lock:
@@ -227,7 +248,12 @@ class VmManager:
                     request_hash=digest,
                     vm_ids=[vm.id for vm in vms],
                 )
-            stored = await self._db(self.repo.insert, vms, "create request accepted", record)
+            async with self.devices.volumes.lock:
+                # Leases and disk attachments, stored with the VMs (nothing if this fails).
+                extra = await self.devices.plan(principal, request, vms)
+                stored = await self._db(
+                    self.repo.insert, vms, "create request accepted", record, extra
+                )
         if not stored:
             # A concurrent request with the same key won the race: answer with its VMs.
             assert idempotency_key is not None
@@ -318,12 +344,13 @@ class VmManager:
         vm_dir.chmod(0o755)
         root = self.layout.root_disk(vm.id)
         await create_overlay(image.disk, image.format, root)
+        devices = await self.devices.boot(vm.id)
         seed = ContextSeed(
             instance_id=vm.id,
             hostname=hostname_for(vm.name),
             ssh_keys=tuple(vm.ssh_keys),
             context=dict(vm.context),
-            network=None,
+            network=devices.network,
             user_data=vm.user_data,
         )
         await asyncio.to_thread(write_cidata_iso, seed, self.layout.cidata(vm.id))
@@ -333,8 +360,11 @@ class VmManager:
             memory_mib=vm.memory_mib,
             disks=(
                 DiskSpec(path=root, target="vda", format="qcow2"),
-                DiskSpec(path=self.layout.cidata(vm.id), target="vdz", format="raw", readonly=True),
+                # vdb: the guest names virtio disks in PCI order, so extra disks keep their names.
+                DiskSpec(path=self.layout.cidata(vm.id), target="vdb", format="raw", readonly=True),
+                *devices.disks,
             ),
+            nics=devices.nics,
             kernel=image.kernel,
             initrd=image.initrd,
             cmdline=image.cmdline,
@@ -346,6 +376,7 @@ class VmManager:
         with contextlib.suppress(ComputeError):
             await self.hosts.driver(host_uri).undefine(vm_id)
         await asyncio.to_thread(shutil.rmtree, self.layout.vm_dir(vm_id), True)
+        await self.devices.release(vm_id)
 
     # ----- readiness -----------------------------------------------------
 
@@ -378,8 +409,15 @@ class VmManager:
 
     # ----- operations ----------------------------------------------------
 
-    async def stop(self, principal: Principal, vm_id: str) -> Vm:
-        """Clean shutdown (ACPI power button) in the background; destroy after the timeout."""
+    async def stop(self, principal: Principal, vm_id: str, save: SaveAs | None = None) -> Vm:
+        """Clean shutdown (ACPI power button) in the background; destroy after the timeout.
+
+        With ``save``, the name is reserved now (409 ``image_exists`` if
+        taken, and nothing is stopped) and, once the guest is off, the root
+        disk becomes that image, owned by the caller (:meth:`_save_root`).
+        Until then the save is pending: :meth:`kill` refuses to drop it
+        unless forced.
+        """
         async with self._lock(vm_id):
             vm = await self.get_for(principal, vm_id)
             if vm.state != VmState.RUNNING:
@@ -387,10 +425,23 @@ class VmManager:
                     f"VM {vm_id} is {vm.state}; only a running VM can be stopped",
                     code="invalid_state",
                 )
-            vm = await self._transition(
-                vm_id, VmState.SHUTDOWN, "stop requested: ACPI shutdown sent"
-            )
-        self._spawn(self._finish_stop(vm_id))
+            reason = "stop requested: ACPI shutdown sent"
+            if save is not None:
+                try:
+                    await self.images.reserve_save(principal.account, save, vm_id, vm.image)
+                except ImageNameTaken as exc:
+                    raise Conflict(
+                        f"an image named {save.name!r} already exists at this site",
+                        code="image_exists",
+                    ) from exc
+                reason += f"; the root disk will be saved as image {save.name!r}"
+            try:
+                vm = await self._transition(vm_id, VmState.SHUTDOWN, reason)
+            except BaseException:
+                if save is not None:
+                    await self.images.drop_save(vm_id, "save dropped: the stop failed")
+                raise
+        self._spawn(self._finish_stop(vm_id), self._stopping, vm_id)
         return vm
 
     async def _finish_stop(self, vm_id: str) -> None:
@@ -399,6 +450,7 @@ class VmManager:
             assert vm.host_uri is not None
             driver = self.hosts.driver(vm.host_uri)
             self._stop_watcher(vm_id)
+            clean = False
             try:
                 await driver.shutdown(vm_id)
                 clean = await self._wait_gone(vm_id, vm.host_uri, self.policy.stop_timeout_seconds)
@@ -412,7 +464,41 @@ class VmManager:
                 how = "guest powered off cleanly" if clean else "destroyed after stop timeout"
             except ComputeError as exc:
                 how = f"shutdown failed ({exc}); destroyed"
+            how = await self._save_root(vm, clean, how)
             await self._release(vm, how)
+
+    async def _save_root(self, vm: Vm, clean: bool, how: str) -> str:
+        """Save ``vm``'s root disk as the image its stop asked for, if any: ``how`` + outcome.
+
+        The domain is destroyed first (nothing to do once the guest is off),
+        so the disk is not in use. The start and the result of the save go to
+        the event log. A failed save marks the image ``failed``; the stop
+        still completes.
+        """
+        name = await self.images.pending_save(vm.id)
+        if name is None:
+            return how
+        assert vm.host_uri is not None
+        note = "" if clean else "; guest powered off by force: file systems may need a check"
+        try:
+            await self.hosts.driver(vm.host_uri).destroy(vm.id)
+        except ComputeError as exc:
+            reason = f"save failed: the VM could not be powered off: {exc}"
+            await self.images.drop_save(vm.id, reason)
+            await self._db(self.repo.add_event, vm.id, f"save as image {name!r} failed: {reason}")
+            return how + f"; save as image {name!r} failed"
+        await self._db(self.repo.add_event, vm.id, f"saving the root disk as image {name!r}")
+        try:
+            image = await self.images.complete_save(vm.id, self.layout.root_disk(vm.id), note)
+        except ImageError as exc:
+            await self._db(self.repo.add_event, vm.id, f"save as image {name!r} failed: {exc}")
+            return how + f"; save as image {name!r} failed"
+        await self._db(
+            self.repo.add_event,
+            vm.id,
+            f"root disk saved as image {name!r}: {image.size} bytes, sha256 {image.sha256}{note}",
+        )
+        return how + f"; root disk saved as image {name!r}"
 
     async def _wait_gone(self, vm_id: str, host_uri: str, timeout: float) -> bool:
         driver = self.hosts.driver(host_uri)
@@ -424,9 +510,38 @@ class VmManager:
             await asyncio.sleep(0.25)
         return False
 
-    async def kill(self, principal: Principal, vm_id: str) -> Vm:
-        """Destroy the VM now and free everything; its files go to quarantine. Idempotent."""
+    async def kill(self, principal: Principal, vm_id: str, *, force: bool = False) -> Vm:
+        """Destroy the VM now and free everything; its files go to quarantine. Idempotent.
+
+        A VM whose root disk is waiting to be saved as an image (a stop with
+        ``save``) is not killed: ``409 save_pending`` names the image. With
+        ``force`` the save is dropped (the image is marked ``failed``) and
+        the event log says so, then the VM is killed.
+        """
         vm = await self.get_for(principal, vm_id)
+        pending = await self.images.pending_save(vm_id)
+        if pending is not None:
+            if not force:
+                raise Conflict(
+                    f"VM {vm_id} is stopping to save its root disk as image {pending!r};"
+                    " wait for the stop to finish, or kill with force=true to drop the save",
+                    code="save_pending",
+                    details={"image": pending},
+                )
+            stopping = self._stopping.get(vm_id)
+            if stopping is not None:
+                stopping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stopping
+            dropped = await self.images.drop_save(
+                vm_id, f"save dropped: VM {vm_id} was killed (force=true) before it was saved"
+            )
+            if dropped is not None:
+                await self._db(
+                    self.repo.add_event,
+                    vm_id,
+                    f"kill with force=true: the pending save as image {dropped!r} was dropped",
+                )
         task = self._provisioning.get(vm_id)
         if task is not None:
             task.cancel()
@@ -457,6 +572,8 @@ class VmManager:
                 ) from exc
         expires = await self._db(self.quarantine.put, vm.id, vm.owner)
         note = f"; disks quarantined until {expires:%Y-%m-%d %H:%M:%S} UTC" if expires else ""
+        freed = await self.devices.release(vm.id)
+        note += f"; {freed}" if freed else ""
         return await self._transition(vm.id, VmState.DONE, how + note, ready=False)
 
     async def reboot(self, principal: Principal, vm_id: str) -> Vm:
@@ -481,6 +598,100 @@ class VmManager:
             self._start_watcher(vm_id, offset)
             await self._notify()
             return vm
+
+    # ----- disks (hot-plug) ---------------------------------------------------
+
+    async def _running(self, principal: Principal, vm_id: str, what: str) -> Vm:
+        vm = await self.get_for(principal, vm_id)
+        if vm.state != VmState.RUNNING:
+            raise Conflict(
+                f"VM {vm_id} is {vm.state}; disks are {what} only while it runs",
+                code="invalid_state",
+            )
+        assert vm.host_uri is not None
+        return vm
+
+    async def disks_for(self, principal: Principal, vm_id: str) -> list[VmDisk]:
+        """The volumes and static disks plugged into a VM the caller may see."""
+        vm = await self.get_for(principal, vm_id)
+        return [self.devices.volumes.vm_disk(a) for a in await self.devices.attachments(vm.id)]
+
+    async def attach_disk(
+        self,
+        principal: Principal,
+        vm_id: str,
+        *,
+        volume_id: str | None = None,
+        image: str | None = None,
+        readonly: bool = False,
+    ) -> VmDisk:
+        """Hot-plug a volume, or the static disk ``image`` (read-only), into a running VM.
+
+        Foreign VMs are ``404``; rules on volumes in ``site_agent.volumes.service``.
+        """
+        async with self._lock(vm_id):
+            vm = await self._running(principal, vm_id, "attached")
+            assert vm.host_uri is not None
+            row = await self.devices.attach(
+                principal,
+                vm,
+                self.hosts.driver(vm.host_uri),
+                volume_id=volume_id,
+                image=image,
+                readonly=readonly or image is not None,
+            )
+            what = f"volume {volume_id}" if volume_id else f"static disk {image}"
+            mode = "read-only" if row.readonly else "read-write"
+            await self._db(self.repo.add_event, vm_id, f"{what} attached at {row.device} ({mode})")
+            return self.devices.volumes.vm_disk(row)
+
+    async def detach_disk(
+        self,
+        principal: Principal,
+        vm_id: str,
+        *,
+        device: str | None = None,
+        volume_id: str | None = None,
+    ) -> VmDisk:
+        """Hot-unplug the disk at ``device`` (or the volume ``volume_id``) from a running VM.
+
+        ``409 not_attached`` if no such disk is attached to it.
+        """
+        async with self._lock(vm_id):
+            vm = await self._running(principal, vm_id, "detached")
+            assert vm.host_uri is not None
+            current = await self.devices.attachments(vm_id)
+            row = self.devices.find(current, device=device, volume_id=volume_id)
+            await self.devices.detach(vm, self.hosts.driver(vm.host_uri), row)
+            what = f"volume {row.volume_id}" if row.volume_id else f"static disk {row.image}"
+            await self._db(self.repo.add_event, vm_id, f"{what} detached from {row.device}")
+            return self.devices.volumes.vm_disk(row)
+
+    async def detach_volume(
+        self, principal: Principal, volume_id: str, vm_id: str | None = None
+    ) -> VmDisk:
+        """Detach a volume from ``vm_id``, or from the one VM of the caller that has it.
+
+        ``409 not_attached`` if it is attached to none of the caller's VMs;
+        ``422`` if it is attached to several and ``vm_id`` is not given.
+        """
+        await self.devices.volume_for(principal, volume_id)
+        if vm_id is None:
+            candidates = []
+            for row in await self.devices.volume_attachments(volume_id):
+                with contextlib.suppress(NotFound):
+                    candidates.append((await self.get_for(principal, row.vm_id)).id)
+            if len(candidates) > 1:
+                raise ValidationFailed(
+                    f"volume {volume_id} is attached to {len(candidates)} of your VMs; "
+                    "say which with vm_id"
+                )
+            if not candidates:
+                raise Conflict(
+                    f"volume {volume_id} is not attached to any of your VMs", code="not_attached"
+                )
+            vm_id = candidates[0]
+        return await self.detach_disk(principal, vm_id, volume_id=volume_id)
 
     async def wait_for(
         self, principal: Principal, vm_id: str, condition: str, timeout: float
@@ -521,7 +732,11 @@ class VmManager:
         VMs with an operation in progress in this process are left alone.
         """
         actions: list[str] = []
-        busy = set(self._provisioning) | {k for k, lock in self._locks.items() if lock.locked()}
+        busy = (
+            set(self._provisioning)
+            | set(self._stopping)
+            | {k for k, lock in self._locks.items() if lock.locked()}
+        )
         rows: list[Vm] = await self._db(self.repo.list_vms, None)
         by_id = {vm.id: vm for vm in rows}
         for uri, host in self.hosts.hosts.items():
@@ -551,8 +766,26 @@ class VmManager:
                 actions.extend(
                     await self._reconcile_row(vm, domains.get(vm.id, DomainState.MISSING))
                 )
+        actions.extend(await self._reconcile_saves())
+        await self.devices.release_finished()
         for action in actions:
             log.warning("reconcile: %s", action)
+        return actions
+
+    async def _reconcile_saves(self) -> list[str]:
+        """Fail pending saves whose VM is no longer stopping (they can never complete)."""
+        actions = []
+        for vm_id, name in (await self.images.pending_saves()).items():
+            if vm_id in self._stopping or self._lock(vm_id).locked():
+                continue
+            vm: Vm | None = await self._db(self.repo.get, vm_id)
+            if vm is not None and vm.state == VmState.SHUTDOWN:
+                continue
+            reason = "save dropped: the VM ended before its root disk was saved"
+            if await self.images.drop_save(vm_id, reason) is not None:
+                if vm is not None:
+                    await self._db(self.repo.add_event, vm_id, f"save as image {name!r}: {reason}")
+                actions.append(f"pending save of VM {vm_id} as image {name!r} failed: VM ended")
         return actions
 
     async def _reconcile_row(self, vm: Vm, dstate: DomainState) -> list[str]:
@@ -567,7 +800,11 @@ class VmManager:
             )
             return [f"VM {vm.id} was being created when the agent stopped: failed, files removed"]
         if state == VmState.SHUTDOWN:
-            await self._release(vm, "stop completed after agent restart")
+            # A save as image asked by the interrupted stop is done now, not dropped.
+            how = await self._save_root(
+                vm, dstate == DomainState.SHUTOFF, "stop completed after agent restart"
+            )
+            await self._release(vm, how)
             return [f"VM {vm.id} was shutting down: finished"]
         if dstate == DomainState.RUNNING:
             if state == VmState.BOOT:
@@ -589,6 +826,7 @@ class VmManager:
             vm = await self._db(self.repo.get, vm.id)
             self._stop_watcher(vm.id)
             await self._db(self.quarantine.put, vm.id, vm.owner)
+            await self.devices.release(vm.id)
             await self._transition(vm.id, VmState.FAILED, reason + "; files quarantined")
         else:
             await self._release(vm, reason)

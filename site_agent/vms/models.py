@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from ipaddress import IPv4Address
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, StringConstraints, field_validator, model_validator
 from pydantic import Field as PydField
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -23,6 +24,10 @@ CONTEXT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_USER_DATA = 16 * 1024
 MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: anything larger is certainly a typo
 MAX_VCPUS = 256
+MAX_EXTRA_DISKS = 16
+_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+VolumeId = Annotated[str, StringConstraints(pattern=_UUID_PATTERN)]
+ImageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 class VmBase(SQLModel):
@@ -52,6 +57,10 @@ class Vm(VmBase, table=True):
     ssh_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     context: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     user_data: str | None = None
+    # The network lease taken at create (kept for the record after the lease is freed).
+    network: str | None = None
+    address: str | None = None
+    mac: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -104,6 +113,23 @@ class VmCreate(SQLModel):
         max_length=200,
         description="share the VM with this group (you must be a member): its members may see and manage it",
     )
+    network: str | None = PydField(
+        default=None,
+        pattern=r"^[a-z][a-z0-9-]{0,23}$",
+        description="address pool (GET /networks); default: the site's first pool",
+    )
+    address: IPv4Address | None = PydField(
+        default=None, description="a free address of the pool (count 1 only)"
+    )
+    volumes: list[VolumeId] = PydField(
+        default_factory=list, max_length=8, description="volumes attached read-write (count 1)"
+    )
+    readonly_volumes: list[VolumeId] = PydField(
+        default_factory=list, max_length=8, description="volumes attached read-only"
+    )
+    static_disks: list[ImageName] = PydField(
+        default_factory=list, max_length=8, description="images attached read-only"
+    )
 
     @field_validator("instance_type")
     @classmethod
@@ -145,6 +171,24 @@ class VmCreate(SQLModel):
             raise ValueError("vcpus and memory_mib go together")
         return self
 
+    @model_validator(mode="after")
+    def _devices(self) -> VmCreate:
+        if self.address is not None and self.count > 1:
+            raise ValueError("address needs count 1: every VM gets its own address")
+        if self.volumes and self.count > 1:
+            raise ValueError(
+                "volumes need count 1: a volume is attached read-write to one VM only "
+                "(readonly_volumes can be shared)"
+            )
+        every = [*self.volumes, *self.readonly_volumes]
+        if len(set(every)) != len(every):
+            raise ValueError("a volume is listed more than once in volumes/readonly_volumes")
+        if len(set(self.static_disks)) != len(self.static_disks):
+            raise ValueError("a static disk is listed more than once")
+        if len(every) + len(self.static_disks) > MAX_EXTRA_DISKS:
+            raise ValueError(f"at most {MAX_EXTRA_DISKS} volumes and static disks per VM")
+        return self
+
     def sizing(self) -> tuple[str | None, int, int]:
         """``(instance_type, vcpus, memory_mib)`` after applying the default type."""
         if self.vcpus is not None and self.memory_mib is not None:
@@ -163,7 +207,10 @@ class VmPublic(VmBase):
     state_reason: str | None
     host: str | None
     ready: bool
-    ip: str | None
+    ip: str | None = PydField(description="the address the guest reported when ready")
+    network: str | None = PydField(default=None, description="the pool of the VM's lease")
+    address: str | None = PydField(default=None, description="the leased address")
+    mac: str | None = None
     created_at: datetime
     updated_at: datetime
 

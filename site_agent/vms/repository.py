@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import SQLModel, col, or_, select
 
 from core.db import session_scope, utcnow
 from site_agent.vms.models import IdempotencyRecord, Vm, VmEvent
@@ -31,8 +31,17 @@ class VmRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def insert(self, vms: Sequence[Vm], reason: str, idempotency: IdempotencyRecord | None) -> bool:
+    def insert(
+        self,
+        vms: Sequence[Vm],
+        reason: str,
+        idempotency: IdempotencyRecord | None,
+        extra: Sequence[SQLModel] = (),
+    ) -> bool:
         """Insert new VMs (with their first event) and the idempotency record, atomically.
+
+        ``extra`` rows that refer to the VMs (network leases, disk attachments)
+        are inserted in the same transaction, after the VMs.
 
         Returns False, inserting nothing, if another request already stored the
         same idempotency key (the caller then answers with that request's VMs).
@@ -45,6 +54,8 @@ class VmRepository:
                 for vm in vms:
                     session.add(vm)
                 session.flush()
+                for row in extra:
+                    session.add(row)
                 for vm in vms:
                     session.add(VmEvent(vm_id=vm.id, to_state=vm.state, reason=reason))
         except IntegrityError:

@@ -83,7 +83,7 @@ class VolumeCreate(_Input):
         default=None,
         ge=MIN_SIZE_GIB,
         le=MAX_SIZE_GIB,
-        description="GiB; required for an empty volume, default the source's size otherwise",
+        description="GiB; required unless cow_of is given (default: the source volume's size)",
     )
     tag: str = PydField(default="", pattern=TAG_PATTERN)
     visibility: Literal["private", "public"] = "private"
@@ -98,8 +98,8 @@ class VolumeCreate(_Input):
     def _one_origin(self) -> VolumeCreate:
         if self.cow_of is not None and self.image is not None:
             raise ValueError("give cow_of or image, not both")
-        if self.cow_of is None and self.image is None and self.size_gib is None:
-            raise ValueError("size_gib is required for an empty volume")
+        if self.cow_of is None and self.size_gib is None:
+            raise ValueError("size_gib is required (only cow_of defaults to the source's size)")
         return self
 
 

@@ -92,6 +92,23 @@ class VolumeRepository:
             rows = session.exec(select(Volume.cow_of).where(col(Volume.cow_of).in_(ids))).all()
             return {r for r in rows if r is not None}
 
+    def images_in_use(self) -> list[str]:
+        """Images the volumes need now: static disks attached, image copies in progress.
+
+        Registered with the image cache as a usage source, so it neither
+        evicts nor deletes them.
+        """
+        with session_scope(self.engine) as session:
+            static = session.exec(
+                select(VolumeAttachment.image).where(col(VolumeAttachment.image).is_not(None))
+            ).all()
+            copying = session.exec(
+                select(Volume.image).where(
+                    Volume.state == VolumeState.CREATING, col(Volume.image).is_not(None)
+                )
+            ).all()
+        return sorted({name for name in (*static, *copying) if name is not None})
+
     # ----- attachments ----------------------------------------------------------------
 
     def attachments_of_volumes(

@@ -36,7 +36,6 @@ from site_agent.compute.driver import DiskSpec
 from site_agent.config import QuotaConfig
 from site_agent.volumes.errors import (
     VolumeBusy,
-    VolumeError,
     VolumeForbidden,
     VolumeInvalid,
     VolumeNotFound,
@@ -75,7 +74,10 @@ class ImageFile(Protocol):
     def format(self) -> str: ...
 
 
+#: The image's local files, fetching it into the cache first if needed.
 ImageResolver = Callable[[str], Awaitable[ImageFile]]
+#: Check that a principal may use an image now (raises ``core.errors`` otherwise).
+ImageCheck = Callable[[Principal, str], Awaitable[object]]
 
 
 def next_device(taken: Iterable[str]) -> str:
@@ -143,22 +145,26 @@ class VolumeService:
     # ----- create / update / delete ---------------------------------------------
 
     async def create(
-        self, principal: Principal, request: VolumeCreate, resolve_image: ImageResolver
+        self,
+        principal: Principal,
+        request: VolumeCreate,
+        check_image: ImageCheck,
+        image_files: ImageResolver,
     ) -> Volume:
         """Create a volume: empty, copy-on-write of a volume, or a copy of an image.
 
-        Empty and copy-on-write volumes are ``ready`` on return; an image copy
-        is ``creating`` and turns ``ready`` (or ``failed``) in the background.
-        Raises ``VolumeQuotaExceeded``, ``VolumeInvalid`` (size below the
-        source's), ``VolumeNotFound``/``VolumeBusy`` for a bad ``cow_of``, or
+        Empty and copy-on-write volumes are ``ready`` on return. For an image,
+        ``check_image`` (the caller may use it, it is usable) runs now and the
+        volume is ``creating`` while ``image_files`` (which may download the
+        image into the cache) and the copy run in the background; it then turns
+        ``ready``, or ``failed`` with the reason (e.g. ``size_gib`` below the
+        image's size). Raises ``VolumeQuotaExceeded``, ``VolumeInvalid``,
+        ``VolumeNotFound``/``VolumeBusy`` for a bad ``cow_of``, or
         ``VolumeFileError``; a failed request leaves no row and no file.
         """
         volume_id = str(uuid.uuid4())
-        image: ImageFile | None = None
-        image_gib = 0
         if request.image is not None:
-            image = await resolve_image(request.image)
-            image_gib = max(1, math.ceil(await self.files.virtual_size(image.disk) / GIB))
+            await check_image(principal, request.image)
         common: dict[str, Any] = {
             "id": volume_id,
             "owner": principal.account,
@@ -167,36 +173,39 @@ class VolumeService:
         }
         async with self.lock:
             if request.cow_of is not None:
-                source = await self.get_for(principal, request.cow_of)
+                try:
+                    source = await self.get_for(principal, request.cow_of)
+                except VolumeNotFound as exc:
+                    raise VolumeInvalid(f"cow_of: {exc}") from exc
                 size = self._size(request.size_gib, source.size_gib, f"volume {source.id}")
                 await self._check_cow_source(source)
                 await self._check_quota(principal.account, size)
                 await self.files.create_cow(volume_id, source.id, size)
                 volume = Volume(**common, origin="volume", cow_of=source.id, size_gib=size)
-            elif image is not None:
-                size = self._size(request.size_gib, image_gib, f"image {request.image}")
-                await self._check_quota(principal.account, size)
-                volume = Volume(
-                    **common,
-                    origin="image",
-                    image=request.image,
-                    size_gib=size,
-                    state=VolumeState.CREATING,
-                    state_reason=f"copying image {request.image}",
-                )
             else:
-                assert request.size_gib is not None
+                if request.size_gib is None:  # the request model refuses this already
+                    raise VolumeInvalid("size_gib is required")
                 size = request.size_gib
                 await self._check_quota(principal.account, size)
-                await self.files.create_empty(volume_id, size)
-                volume = Volume(**common, size_gib=size)
+                if request.image is not None:
+                    volume = Volume(
+                        **common,
+                        origin="image",
+                        image=request.image,
+                        size_gib=size,
+                        state=VolumeState.CREATING,
+                        state_reason=f"copying image {request.image}",
+                    )
+                else:
+                    await self.files.create_empty(volume_id, size)
+                    volume = Volume(**common, size_gib=size)
             try:
                 volume = await self._db(self.repo.insert, volume)
             except BaseException:
                 await self.files.remove_async(volume_id)
                 raise
-        if image is not None:
-            task = asyncio.create_task(self._copy(volume.id, image, volume.size_gib))
+        if request.image is not None:
+            task = asyncio.create_task(self._copy(volume.id, request.image, size, image_files))
             self._copies[volume.id] = task
             task.add_done_callback(lambda _t: self._copies.pop(volume_id, None))
         log.info(
@@ -238,14 +247,30 @@ class VolumeService:
                 f"pass the limit of {self.quotas.volumes_total_gib} GiB"
             )
 
-    async def _copy(self, volume_id: str, image: ImageFile, size_gib: int) -> None:
+    async def _copy(
+        self, volume_id: str, image_name: str, size_gib: int, image_files: ImageResolver
+    ) -> None:
+        """Background part of a create from an image: fetch (cache), check size, copy."""
         try:
+            image = await image_files(image_name)
+            image_bytes = await self.files.virtual_size(image.disk)
+            if image_bytes > size_gib * GIB:
+                raise VolumeInvalid(
+                    f"image {image_name} is {math.ceil(image_bytes / GIB)} GiB; the volume's "
+                    f"size_gib {size_gib} is too small for it"
+                )
             await self.files.copy_image(volume_id, image.disk, image.format, size_gib)
-        except VolumeError as exc:
-            log.error("volume %s: image copy failed: %s", volume_id, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the image's own errors too (download failed, ...)
+            reason = str(exc) or type(exc).__name__
+            log.error("volume %s: copying image %s failed: %s", volume_id, image_name, reason)
             with contextlib.suppress(KeyError):
                 await self._db(
-                    self.repo.update, volume_id, state=VolumeState.FAILED, state_reason=str(exc)
+                    self.repo.update,
+                    volume_id,
+                    state=VolumeState.FAILED,
+                    state_reason=f"copying image {image_name} failed: {reason}",
                 )
             return
         with contextlib.suppress(KeyError):  # deleted meanwhile
@@ -370,6 +395,11 @@ class VolumeService:
     async def attachments_of_vm(self, vm_id: str) -> list[VolumeAttachment]:
         return await self._db(self.repo.attachments_of_vm, vm_id)
 
+    async def attachments_of_volumes(
+        self, volume_ids: Iterable[str]
+    ) -> dict[str, list[VolumeAttachment]]:
+        return await self._db(self.repo.attachments_of_volumes, list(volume_ids))
+
     async def store_attachment(self, attachment: VolumeAttachment) -> VolumeAttachment:
         return await self._db(self.repo.add_attachment, attachment)
 
@@ -377,15 +407,13 @@ class VolumeService:
         assert attachment.id is not None
         await self._db(self.repo.remove_attachment, attachment.id)
 
-    async def disk_spec(
-        self, attachment: VolumeAttachment, resolve_image: ImageResolver
-    ) -> DiskSpec:
+    async def disk_spec(self, attachment: VolumeAttachment, image_files: ImageResolver) -> DiskSpec:
         """How the hypervisor plugs ``attachment`` in (read-only disks are shareable)."""
         if attachment.volume_id is not None:
             path, fmt = self.files.path(attachment.volume_id), "qcow2"
         else:
             assert attachment.image is not None
-            image = await resolve_image(attachment.image)
+            image = await image_files(attachment.image)
             path, fmt = image.disk, image.format
         return DiskSpec(
             path=path,

@@ -26,6 +26,7 @@ import pytest
 from aiohttp import web
 
 from federation.model import CloudSize, PublicCloudConfig
+from tests.helpers import missing
 
 #: A default moto AMI (moto does not validate AMIs unless told to; any id works).
 MOTO_AMI = "ami-03cf127a"
@@ -173,10 +174,7 @@ def moto_endpoint() -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a ``moto_server`` started for this session."""
     binary = _moto_binary()
     if binary is None:
-        message = "moto_server not installed (pip install 'moto[server]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("moto_server (pip install 'moto[server]')")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})

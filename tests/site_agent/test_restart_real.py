@@ -15,12 +15,12 @@ import pytest
 
 from auth.tokens import hash_token
 from client.sdk import StratusClient
+from site_agent.guest.site_image import guest_image_toml
 from tests.client.conftest import start_site
 from tests.helpers import require_libvirt, require_tool
 from tests.site_agent.real_site import (
     LIBVIRT_URI,
     guest,
-    image_toml,
     qemu_reachable_dir,
     stratus_domains,
 )
@@ -43,7 +43,7 @@ ready_timeout_seconds = 60
 token_hash = "{hash_token(TOKEN)}"
 account = "tester"
 admin = true
-{image_toml(guest())}"""
+{guest_image_toml(guest())}"""
 
 
 def wait_ready(api: StratusClient, vm_id: str) -> dict[str, object]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from client.cli.main import main
+from site_agent.storage.qemu_img import create_blank
 from tests.auth.issuer import TestIssuer, rsa_key
 from tests.client.conftest import start_site
 from tests.grid_world import VO, GridWorld, Proxies
@@ -43,7 +43,7 @@ async def login_site(grid: GridWorld, tmp_path: Path) -> AsyncIterator[LoginSite
     await http_site.start()
     issuer.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     image = tmp_path / "tiny.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+    await create_blank(image, 16 << 20)
     config = f"""
 [site]
 name = "login-site"

@@ -20,11 +20,11 @@ from auth.tokens import hash_token
 from core.app import SERVER_LIMITS
 from site_agent.app import build_site_app
 from site_agent.config import SiteConfig
+from site_agent.guest.site_image import guest_image_toml
 from tests.helpers import require_libvirt, require_tool
 from tests.site_agent.real_site import (
     LIBVIRT_URI,
     guest,
-    image_toml,
     qemu_reachable_dir,
     stratus_domains,
 )
@@ -63,7 +63,7 @@ period_seconds = 3600
 token_hash = "{hash_token(TOKEN)}"
 account = "tester"
 admin = true
-{image_toml(image)}""")
+{guest_image_toml(image)}""")
         )
         server = TestServer(build_site_app(config))
         await server.start_server(**SERVER_LIMITS)

@@ -27,6 +27,11 @@ from tests.helpers import missing, require_tool
 
 CROSS_CHECK_SECONDS = 10.0
 
+# These exercise the KVM path of the probe, which only runs where /dev/kvm opens as KVM.
+needs_kvm_device = pytest.mark.skipif(
+    not kvm_device_usable(), reason="/dev/kvm is not usable: the KVM probe path is never reached"
+)
+
 
 @pytest.fixture(autouse=True)
 def _no_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,9 +87,8 @@ def test_missing_kvm_device_means_tcg(tmp_path: Path) -> None:
     assert detect_local_accel(kvm_device=tmp_path / "kvm") == Accel.TCG
 
 
+@needs_kvm_device
 def test_missing_qemu_means_tcg() -> None:
-    if not kvm_device_usable():
-        pytest.skip("/dev/kvm is not usable here: the qemu lookup is never reached")
     assert detect_local_accel(qemu_binary="/nonexistent/qemu-system-x86_64") == Accel.TCG
 
 
@@ -130,11 +134,10 @@ def _fake_qemu(tmp_path: Path, kvm_banner: bool) -> Path:
 
 
 @pytest.mark.parametrize(("kvm_banner", "expected"), [(True, Accel.KVM), (False, Accel.TCG)])
+@needs_kvm_device
 def test_probe_decision_logic(
     tmp_path: Path, probe_kernel: Path, kvm_banner: bool, expected: Accel
 ) -> None:
-    if not kvm_device_usable():
-        pytest.skip("/dev/kvm is not usable here: the probe is never reached")
     fake = _fake_qemu(tmp_path, kvm_banner)
     started = time.monotonic()
     assert detect_local_accel(qemu_binary=str(fake), kernel=probe_kernel) == expected
@@ -143,9 +146,8 @@ def test_probe_decision_logic(
     assert elapsed < (1.0 if kvm_banner else 4.0)
 
 
+@needs_kvm_device
 def test_stale_cache_is_ignored(tmp_path: Path, probe_kernel: Path) -> None:
-    if not kvm_device_usable():
-        pytest.skip("/dev/kvm is not usable here: the cache is never consulted")
     cache = tmp_path / "accel.json"
     cache.write_text(json.dumps({"accel": "kvm", "key": {"qemu": "/some/other/qemu"}}))
     fake = _fake_qemu(tmp_path, kvm_banner=False)

@@ -16,13 +16,22 @@ from dataclasses import replace
 
 import pytest
 
-from site_agent.compute.driver import Accel, DomainSpec, DomainState, HypervisorDriver
+from site_agent.compute.driver import (
+    Accel,
+    DomainSpec,
+    DomainState,
+    HypervisorDriver,
+    NetworkSpec,
+    NicSpec,
+)
 from site_agent.compute.errors import (
     DeviceError,
+    DiskNotAttached,
     DomainCreateFailed,
     DomainNotFound,
     DomainStateError,
     HypervisorUnavailable,
+    NetworkError,
 )
 from site_agent.compute.fake_driver import FakeDriver
 from site_agent.compute.libvirt_driver import LibvirtDriver
@@ -173,7 +182,7 @@ async def _guest_sees(backend: Backend, spec: DomainSpec, line: str) -> None:
 async def test_detach_of_unknown_target_raises_device_error(backend: Backend) -> None:
     spec = backend.spec()
     await backend.driver.start(spec)
-    with pytest.raises(DeviceError):
+    with pytest.raises(DiskNotAttached):  # a DeviceError
         await backend.driver.detach_disk(spec.vm_id, "vdz")
 
 
@@ -183,6 +192,30 @@ async def test_disk_operations_on_a_missing_domain_raise_not_found(backend: Back
         await backend.driver.attach_disk(vm_id, backend.disk("vdb"))
     with pytest.raises(DomainNotFound):
         await backend.driver.detach_disk(vm_id, "vdb")
+
+
+async def test_networks_are_ensured_idempotently_and_removed(backend: Backend) -> None:
+    tag = uuid.uuid4().hex[:10]
+    spec = NetworkSpec(name=f"stratus-test-{tag}", bridge=f"stt{tag}")  # isolated, no address
+    backend.cleanups.append(lambda: backend.driver.remove_network(spec.name))
+    await backend.driver.ensure_network(spec)
+    await backend.driver.ensure_network(spec)  # already there: fine
+    nic = NicSpec(network=spec.name, mac="02:00:5e:" + ":".join([tag[0:2], tag[2:4], tag[4:6]]))
+    vm = backend.spec(nics=(nic,))
+    await backend.driver.start(vm)
+    assert await backend.driver.state(vm.vm_id) is DomainState.RUNNING
+    await backend.driver.undefine(vm.vm_id)
+    await backend.driver.remove_network(spec.name)
+    await backend.driver.remove_network(spec.name)  # missing: fine
+    if backend.name != "libvirt-test":  # libvirt's test driver does not check NIC networks
+        orphan = backend.spec(nics=(nic,))
+        with pytest.raises(DomainCreateFailed):
+            await backend.driver.start(orphan)
+        assert await backend.driver.state(orphan.vm_id) is DomainState.MISSING
+    with pytest.raises(NetworkError):
+        await backend.driver.ensure_network(NetworkSpec(name="bad name", bridge="x"))
+    with pytest.raises(NetworkError):
+        await backend.driver.ensure_network(NetworkSpec(name=spec.name, bridge="b" * 16))
 
 
 async def test_shutdown(backend: Backend) -> None:
