@@ -13,13 +13,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydField
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from broker.instance_types import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
 from core.db import UTCDateTime, utcnow
+from core.vm_request import VmRequestBase
 from federation.model import NetworkType
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -159,7 +159,7 @@ class BrokerIdempotency(SQLModel, table=True):
 # --- API: VMs ------------------------------------------------------------------
 
 
-class BrokerVmCreate(BaseModel):
+class BrokerVmCreate(VmRequestBase):
     """Body of the broker's ``POST /vms``: the site's create body plus placement fields.
 
     Placement: ``site`` (run exactly there), ``constraints`` (``site in [a, b]``,
@@ -172,17 +172,6 @@ class BrokerVmCreate(BaseModel):
     ``expected_hours`` for the burst budget estimate.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    image: str = PydField(min_length=1, max_length=255)
-    name: str | None = PydField(default=None, pattern=NAME_PATTERN)
-    instance_type: str | None = None
-    vcpus: int | None = PydField(default=None, ge=1, le=256)
-    memory_mib: int | None = PydField(default=None, ge=64, le=1024 * 1024)
-    count: int = PydField(default=1, ge=1, le=100)
-    ssh_keys: list[str] = PydField(default_factory=list, max_length=32)
-    user_data: str | None = PydField(default=None, max_length=MAX_USER_DATA)
-    context: dict[str, str] = PydField(default_factory=dict, max_length=64)
     site: str | None = PydField(default=None, pattern=SITE_NAME_PATTERN)
     constraints: list[str] = PydField(default_factory=list, max_length=16)
     preferred_sites: list[str] = PydField(default_factory=list, max_length=16)
@@ -194,55 +183,6 @@ class BrokerVmCreate(BaseModel):
     priority: int = PydField(default=0, ge=0, le=1000)
     deadline_seconds: float | None = PydField(default=None, gt=0)
     expected_hours: float | None = PydField(default=None, gt=0)
-
-    @field_validator("instance_type")
-    @classmethod
-    def _known_type(cls, value: str | None) -> str | None:
-        if value is not None and value not in INSTANCE_TYPES:
-            raise ValueError(f"unknown instance type {value!r}; known: {', '.join(INSTANCE_TYPES)}")
-        return value
-
-    @field_validator("ssh_keys")
-    @classmethod
-    def _ssh_keys(cls, keys: list[str]) -> list[str]:
-        for key in keys:
-            if "\n" in key or "\r" in key or not key.startswith(("ssh-", "ecdsa-", "sk-")):
-                raise ValueError("each SSH key must be one line in OpenSSH public key format")
-            if len(key) > 8192:
-                raise ValueError("SSH key longer than 8192 characters")
-        return keys
-
-    @field_validator("context")
-    @classmethod
-    def _context(cls, context: dict[str, str]) -> dict[str, str]:
-        for key, value in context.items():
-            if not CONTEXT_KEY.match(key):
-                raise ValueError(f"context key {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
-            if len(value) > 4096 or "\x00" in value or "\n" in value:
-                raise ValueError(
-                    f"context value for {key!r} must be one line of at most 4096 chars"
-                )
-        return context
-
-    @model_validator(mode="after")
-    def _sizing(self) -> BrokerVmCreate:
-        if self.instance_type is not None and (
-            self.vcpus is not None or self.memory_mib is not None
-        ):
-            raise ValueError("give either instance_type or vcpus/memory_mib, not both")
-        if (self.vcpus is None) != (self.memory_mib is None):
-            raise ValueError("vcpus and memory_mib go together")
-        return self
-
-    def sizing(self) -> tuple[str | None, int, int]:
-        """``(instance_type, vcpus, memory_mib)``; an explicit size has no instance type.
-
-        Without either, the default instance type (as at the sites) is used.
-        """
-        if self.vcpus is not None and self.memory_mib is not None:
-            return None, self.vcpus, self.memory_mib
-        itype = INSTANCE_TYPES[self.instance_type or DEFAULT_INSTANCE_TYPE]
-        return itype.name, itype.vcpus, itype.memory_mib
 
 
 class BrokerVmPublic(BaseModel):

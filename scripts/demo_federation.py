@@ -5,7 +5,7 @@ Everything runs on loopback:
 
 * a throwaway CA (made here with ``cryptography``) signs the broker's HTTPS
   certificate and the two sites' certificates (sites register over mutual TLS);
-* the broker (``python -m broker serve broker``) with both sites trusted,
+* the broker (``stratus serve broker``) with both sites trusted,
   ``moto_server`` configured as public cloud ``moto-ec2`` for bursting;
 * site ``qemu-site`` on ``qemu:///system`` running the busybox guest for real
   (2 vCPUs), site ``small-site`` on ``fake://`` hosts (1 vCPU);
@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 STRATUS = str(BIN / "stratus")
-PYTHON = sys.executable
 MOTO_AMI = "ami-03cf127a"  # moto accepts any AMI id
 
 
@@ -370,7 +369,7 @@ account = "demo"
     ready = demo.work / "broker.url"
     demo.start(
         "broker",
-        [PYTHON, "-m", "broker", "serve", "broker", "--config", str(broker_config),
+        [STRATUS, "serve", "broker", "--config", str(broker_config),
          "--ready-file", str(ready)],
         ready,
     )  # fmt: skip
@@ -395,7 +394,7 @@ account = "demo"
         url_file = demo.work / f"{name}.url"
         demo.start(
             name,
-            [PYTHON, "-m", "site_agent.federation_link", "--config", str(config),
+            [STRATUS, "serve", "site", "--config", str(config),
              "--ready-file", str(url_file)],
             url_file,
         )  # fmt: skip

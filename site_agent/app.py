@@ -34,6 +34,7 @@ from site_agent.api.keys import (
     VOLUMES,
 )
 from site_agent.config import SiteConfig
+from site_agent.federation_link import run_heartbeats, site_capacity
 from site_agent.host_pool import HostPool
 from site_agent.images.cache import ImageCache, make_http_client
 from site_agent.layout import StateLayout
@@ -126,6 +127,10 @@ async def _site_context(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(quarantine.run_sweeper(config.quarantine.sweep_interval_seconds)),
         asyncio.create_task(manager.run_monitor(config.vm.monitor_interval_seconds)),
     ]
+    if config.federation is not None:
+        background.append(
+            asyncio.create_task(run_heartbeats(config.federation, lambda: site_capacity(app)))
+        )
     yield
     for task in background:
         task.cancel()

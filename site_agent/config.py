@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from auth.config import AuthConfig
 from core.config import StrictModel
+from site_agent.federation_link import FederationLinkConfig
 
 
 class HostConfig(StrictModel):
@@ -126,6 +127,7 @@ class SiteConfig(StrictModel):
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     image_cache: ImageCacheConfig = Field(default_factory=ImageCacheConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    federation: FederationLinkConfig | None = None  # joins a broker (docs/federation.md)
     networks: list[NetworkPoolConfig] = Field(default_factory=list, max_length=16)
     quotas: QuotaConfig = Field(default_factory=QuotaConfig)
 

@@ -39,14 +39,9 @@ config may import :class:`FederationLinkConfig` from here).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import ssl
-import sys
-import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,85 +210,3 @@ async def site_capacity(app: web.Application) -> dict[str, Any]:
         "free_addresses": free,
         "available": bool(hosts),
     }
-
-
-# --- interim runner: a site agent with its heartbeats ----------------------------------
-
-
-def _load(path: Path) -> tuple[Any, FederationLinkConfig | None]:
-    from core.config import ConfigError
-    from site_agent.config import SiteConfig
-
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    if "federation" in SiteConfig.model_fields:  # the site agent starts heartbeats itself
-        return SiteConfig.model_validate(data), None
-    section = data.pop("federation", None)
-    link = FederationLinkConfig.model_validate(section) if section is not None else None
-    return SiteConfig.model_validate(data), link
-
-
-async def _serve(path: Path, ready_file: Path | None) -> None:
-    from aiohttp import web
-
-    from auth.middleware import AUTHENTICATOR
-    from core.app import SERVER_LIMITS
-    from site_agent.app import build_site_app
-
-    config, link = _load(path)
-    app = build_site_app(config)
-    if link is not None:
-
-        async def heartbeats(app: web.Application) -> Any:
-            task = asyncio.create_task(run_heartbeats(link, lambda: site_capacity(app)))
-            yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        app.cleanup_ctx.append(heartbeats)
-    runner = web.AppRunner(app, access_log=None, **SERVER_LIMITS)
-    await runner.setup()
-    ssl_context = app[AUTHENTICATOR].server_ssl_context()
-    await web.TCPSite(
-        runner, config.site.listen_host, config.site.listen_port, ssl_context=ssl_context
-    ).start()
-    host, port = runner.addresses[0][:2]
-    url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
-    log.info("site agent %s listening on %s", config.site.name, url)
-    if ready_file is not None:
-        ready_file.write_text(url + "\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m site_agent.federation_link --config site.toml [--ready-file F]``."""
-    parser = argparse.ArgumentParser(description="Run a site agent that sends heartbeats.")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from core.config import ConfigError
-
-    try:
-        asyncio.run(_serve(args.config, args.ready_file))
-    except (ValueError, ConfigError) as exc:
-        print(f"site agent: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -148,7 +148,10 @@ async def vm_events(request: web.Request) -> web.Response:
             vm_id=vm_id,
             events=[
                 VmEventPublic(
-                    at=e.at, from_state=VmState(e.from_state) if e.from_state else None, to_state=VmState(e.to_state) if e.to_state else None, reason=e.reason
+                    at=e.at,
+                    from_state=VmState(e.from_state) if e.from_state else None,
+                    to_state=VmState(e.to_state) if e.to_state else None,
+                    reason=e.reason,
                 )
                 for e in events
             ],

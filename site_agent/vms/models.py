@@ -5,25 +5,19 @@ Table classes never leave the persistence layer: handlers return ``VmPublic``.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from ipaddress import IPv4Address
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, StringConstraints, field_validator, model_validator
 from pydantic import Field as PydField
+from pydantic import StringConstraints, model_validator
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.db import UTCDateTime, utcnow
-from site_agent.vms.instance_types import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
+from core.vm_request import VmRequestBase
 from site_agent.vms.states import VmState
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
-CONTEXT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-MAX_USER_DATA = 16 * 1024
-MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: anything larger is certainly a typo
-MAX_VCPUS = 256
 MAX_EXTRA_DISKS = 16
 _UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 VolumeId = Annotated[str, StringConstraints(pattern=_UUID_PATTERN)]
@@ -92,26 +86,15 @@ class IdempotencyRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class VmCreate(SQLModel):
-    """Body of ``POST /vms``. Either ``instance_type`` or ``vcpus`` + ``memory_mib``."""
+class VmCreate(VmRequestBase):
+    """Body of the site's ``POST /vms``: the shared request plus this site's resources."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    image: str = PydField(min_length=1, max_length=255)
-    name: str | None = PydField(default=None, pattern=NAME_PATTERN)
-    instance_type: str | None = None
-    vcpus: int | None = PydField(default=None, ge=1, le=MAX_VCPUS)
-    memory_mib: int | None = PydField(default=None, ge=64, le=MAX_MEMORY_MIB)
-    count: int = PydField(default=1, ge=1, le=100)
-    ssh_keys: list[str] = PydField(default_factory=list, max_length=32)
-    user_data: str | None = PydField(default=None, max_length=MAX_USER_DATA)
-    context: dict[str, str] = PydField(default_factory=dict, max_length=64)
     host_tags: list[str] = PydField(default_factory=list, max_length=16)
     group: str | None = PydField(
         default=None,
         min_length=1,
         max_length=200,
-        description="share the VM with this group (you must be a member): its members may see and manage it",
+        description="share with a group you belong to: its members may see and manage the VM",
     )
     network: str | None = PydField(
         default=None,
@@ -131,46 +114,6 @@ class VmCreate(SQLModel):
         default_factory=list, max_length=8, description="images attached read-only"
     )
 
-    @field_validator("instance_type")
-    @classmethod
-    def _known_type(cls, value: str | None) -> str | None:
-        if value is not None and value not in INSTANCE_TYPES:
-            known = ", ".join(INSTANCE_TYPES)
-            raise ValueError(f"unknown instance type {value!r}; known: {known}")
-        return value
-
-    @field_validator("ssh_keys")
-    @classmethod
-    def _ssh_keys(cls, keys: list[str]) -> list[str]:
-        for key in keys:
-            if "\n" in key or "\r" in key or not key.startswith(("ssh-", "ecdsa-", "sk-")):
-                raise ValueError("each SSH key must be one line in OpenSSH public key format")
-            if len(key) > 8192:
-                raise ValueError("SSH key longer than 8192 characters")
-        return keys
-
-    @field_validator("context")
-    @classmethod
-    def _context(cls, context: dict[str, str]) -> dict[str, str]:
-        for key, value in context.items():
-            if not CONTEXT_KEY.match(key):
-                raise ValueError(f"context key {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
-            if len(value) > 4096 or "\x00" in value or "\n" in value:
-                raise ValueError(
-                    f"context value for {key!r} must be one line of at most 4096 chars"
-                )
-        return context
-
-    @model_validator(mode="after")
-    def _sizing(self) -> VmCreate:
-        if self.instance_type is not None and (
-            self.vcpus is not None or self.memory_mib is not None
-        ):
-            raise ValueError("give either instance_type or vcpus/memory_mib, not both")
-        if (self.vcpus is None) != (self.memory_mib is None):
-            raise ValueError("vcpus and memory_mib go together")
-        return self
-
     @model_validator(mode="after")
     def _devices(self) -> VmCreate:
         if self.address is not None and self.count > 1:
@@ -188,13 +131,6 @@ class VmCreate(SQLModel):
         if len(every) + len(self.static_disks) > MAX_EXTRA_DISKS:
             raise ValueError(f"at most {MAX_EXTRA_DISKS} volumes and static disks per VM")
         return self
-
-    def sizing(self) -> tuple[str | None, int, int]:
-        """``(instance_type, vcpus, memory_mib)`` after applying the default type."""
-        if self.vcpus is not None and self.memory_mib is not None:
-            return None, self.vcpus, self.memory_mib
-        itype = INSTANCE_TYPES[self.instance_type or DEFAULT_INSTANCE_TYPE]
-        return itype.name, itype.vcpus, itype.memory_mib
 
 
 class VmPublic(VmBase):

@@ -2,9 +2,8 @@
 
 * :class:`FederationPki` makes a CA (with its CRL in an IGTF-style directory),
   the broker's HTTPS certificate for 127.0.0.1, and site certificates.
-* :class:`Federation` writes configs and starts ``python -m broker serve
-  broker`` and site agents with heartbeats (``python -m
-  site_agent.federation_link``: the site agent plus its heartbeat sender)
+* :class:`Federation` writes configs and starts ``stratus serve broker`` and
+  ``stratus serve site`` (the site agents send heartbeats to the broker)
   as real processes, so a test can kill one (``SIGKILL``), freeze it
   (``SIGSTOP``) or restart it on the same state.  Users talk to the broker
   over HTTPS with static tokens.
@@ -39,7 +38,7 @@ USERS = {
 }
 BROKER_SITE_TOKEN = "broker-at-site-token-0001"  # the broker's account at every site
 SITE_ADMIN_TOKEN = "site-local-admin-token-01"  # a local admin at every site (tests only)
-PYTHON = sys.executable
+STRATUS = str(Path(sys.executable).parent / "stratus")
 
 
 def free_port() -> int:
@@ -220,7 +219,7 @@ max_wait_seconds = 0.5
         config = workdir / "broker.toml"
         config.write_text(self.broker_toml(trusted, **options))
         self.broker_config = config
-        command = [PYTHON, "-m", "broker", "serve", "broker", "--config", str(config)]
+        command = [STRATUS, "serve", "broker", "--config", str(config)]
         self.broker = start_process("broker", command, workdir)
         return self.broker
 
@@ -301,7 +300,7 @@ location = {{ {location} }}
         state = state_dir or workdir / "state"
         config = workdir / "site.toml"
         config.write_text(self.site_toml(spec, state))
-        command = [PYTHON, "-m", "site_agent.federation_link", "--config", str(config)]
+        command = [STRATUS, "serve", "site", "--config", str(config)]
         process = start_process(f"site {spec.name}", command, workdir)
         self.sites[spec.name] = process
         return process

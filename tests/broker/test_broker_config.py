@@ -9,10 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from broker.config import EXAMPLE_BROKER_CONFIG, BrokerConfig
-from broker.instance_types import INSTANCE_TYPES as BROKER_TYPES
 from core.config import ConfigError, load_config
 from federation.bursting import BurstAction
-from site_agent.vms.instance_types import INSTANCE_TYPES as SITE_TYPES
 
 
 def test_the_example_is_valid_and_means_what_it_says(tmp_path: Path) -> None:
@@ -79,12 +77,6 @@ def test_a_config_file_with_errors_is_one_readable_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, BrokerConfig)
     assert "broker.listen_port" in str(info.value) and "queue.backfil" in str(info.value)
-
-
-def test_the_broker_sizes_instance_types_like_the_sites() -> None:
-    assert {n: (t.vcpus, t.memory_mib) for n, t in BROKER_TYPES.items()} == {
-        n: (t.vcpus, t.memory_mib) for n, t in SITE_TYPES.items()
-    }
 
 
 def test_unreadable_token_and_secret_files_are_named(tmp_path: Path) -> None:

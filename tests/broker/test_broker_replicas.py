@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from tests.broker.fedenv import (
-    PYTHON,
+    STRATUS,
     USERS,
     Federation,
     SiteSpec,
@@ -38,7 +38,7 @@ def test_a_second_replica_places_on_a_site_that_heartbeats_to_the_first(
         )
         second = start_process(
             "broker-2",
-            [PYTHON, "-m", "broker", "serve", "broker", "--config", str(config)],
+            [STRATUS, "serve", "broker", "--config", str(config)],
             second_dir,
         )
         try:

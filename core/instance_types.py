@@ -1,8 +1,8 @@
-"""Named instance types, the same table as the site agent's (``docs/api.md``).
+"""Named instance types (the StratusLab / EC2-era names users know).
 
-The broker needs the sizes to place a request before it reaches a site; it
-keeps its own copy because the broker does not import the site agent.
-``tests/broker/test_broker_instance_types.py`` checks both tables agree.
+Part of the API contract shared by the site agent and the broker (the broker
+sizes a request before it reaches a site). Sizes are chosen for today's small
+research guests; ``docs/api.md`` lists them.
 """
 
 from __future__ import annotations
