@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 GUEST_DIR ?= /var/tmp/stratus-guest  # outside the checkout: QEMU (libvirt-qemu) must reach it
 
-.PHONY: install system-deps python-deps daemons guest demo test lint bench clean
+.PHONY: install system-deps python-deps daemons guest demo demo-site test lint bench clean
 
 install: system-deps python-deps daemons
 
@@ -26,6 +26,9 @@ guest: python-deps
 	$(VENV)/bin/stratus image build-guest --output $(GUEST_DIR)
 
 demo: install guest
+	$(PY) scripts/demo_federation.py --guest-dir $(GUEST_DIR)
+
+demo-site: install guest
 	$(PY) scripts/demo.py --guest-dir $(GUEST_DIR)
 
 test: install
@@ -38,6 +41,9 @@ lint: python-deps
 
 bench: install guest
 	$(PY) benchmarks/provision.py --guest-dir $(GUEST_DIR)
+	$(PY) benchmarks/placement.py --write-doc
+	$(PY) benchmarks/placement_e2e.py
+	$(PY) benchmarks/auth.py --write-doc
 
 clean:
 	rm -rf build

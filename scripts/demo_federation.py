@@ -430,6 +430,11 @@ account = "demo"
     console = demo.stratus("vm", "console", qemu_vm["id"], capture=True)
     lines = [line for line in console.splitlines() if "STRATUS-READY" in line]
     print(lines[-1] if lines else "(no readiness line yet)")
+    # The guest knows its site's id for it; the broker's id is federation-wide.
+    site_vm_id = json.loads(out)["site_vm_id"]
+    print(f"(broker id {qemu_vm['id']} is VM {site_vm_id} at qemu-site, the id the guest prints)")
+    if not lines or site_vm_id not in lines[-1]:
+        raise SystemExit("demo: the real guest did not print its readiness line")
     demo.stratus("vm", "events", summary[-1]["id"])
 
     banner("killing every VM")
