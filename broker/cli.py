@@ -9,25 +9,17 @@ from pathlib import Path
 
 import click
 
+from core.cli import subgroup
 from core.config import ConfigError, load_config
 
 
 def register(cli: click.Group) -> None:
     """Add the broker's commands to the root ``stratus`` group."""
-    serve = _group(cli, "serve", "Run Stratus services.")
+    serve = subgroup(cli, "serve", "Run Stratus services.")
     serve.add_command(serve_broker)
-    config = _group(cli, "config", "Configuration helpers.")
-    example = _group(config, "example", "Print a commented example configuration.")
+    config = subgroup(cli, "config", "Configuration helpers.")
+    example = subgroup(config, "example", "Print a commented example configuration.")
     example.add_command(example_broker)
-
-
-def _group(parent: click.Group, name: str, help_text: str) -> click.Group:
-    existing = parent.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    parent.add_command(group)
-    return group
 
 
 @click.command("broker")

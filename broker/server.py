@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import ssl
 from pathlib import Path
-
-from aiohttp import web
 
 from auth.tls import server_ssl_context
 from broker.app import build_broker_app
 from broker.config import BrokerConfig
-from core.app import SERVER_LIMITS
+from core.server import serve_app
 
 
 def listener_ssl(config: BrokerConfig) -> ssl.SSLContext | None:
@@ -36,26 +31,12 @@ def listener_ssl(config: BrokerConfig) -> ssl.SSLContext | None:
 
 
 async def serve(config: BrokerConfig, *, ready_file: Path | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. With ``listen_port = 0`` the chosen port is logged and,
-    if ``ready_file`` is given, written there as ``http(s)://host:port`` once listening."""
-    app = build_broker_app(config)
-    context = listener_ssl(config)
-    runner = web.AppRunner(app, access_log=None, **SERVER_LIMITS)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, config.broker.listen_host, config.broker.listen_port, ssl_context=context
+    """Serve the broker until SIGINT/SIGTERM (see :func:`core.server.serve_app`)."""
+    await serve_app(
+        build_broker_app(config),
+        host=config.broker.listen_host,
+        port=config.broker.listen_port,
+        ssl_context=listener_ssl(config),
+        label=f"broker {config.broker.name}",
+        ready_file=ready_file,
     )
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    url = f"{'https' if context else 'http'}://{host}:{port}"
-    logging.getLogger(__name__).info("broker %s listening on %s", config.broker.name, url)
-    if ready_file is not None:
-        ready_file.write_text(url + "\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()

@@ -10,30 +10,22 @@ from pathlib import Path
 import click
 
 from auth.tokens import hash_token
+from core.cli import subgroup
 from core.config import ConfigError, load_config
 
 
 def register(cli: click.Group) -> None:
     """Add the site agent's commands to the root ``stratus`` group."""
-    serve = _group(cli, "serve", "Run Stratus services.")
+    serve = subgroup(cli, "serve", "Run Stratus services.")
     serve.add_command(serve_site)
-    config = _group(cli, "config", "Configuration helpers.")
-    example = _group(config, "example", "Print a commented example configuration.")
+    config = subgroup(cli, "config", "Configuration helpers.")
+    example = subgroup(config, "example", "Print a commented example configuration.")
     example.add_command(example_site)
-    image = _group(cli, "image", "Images.")
+    image = subgroup(cli, "image", "Images.")
     image.add_command(build_guest)
-    token = _group(cli, "token", "API tokens for the site configuration.")
+    token = subgroup(cli, "token", "API tokens for the site configuration.")
     token.add_command(token_new)
     token.add_command(token_hash)
-
-
-def _group(parent: click.Group, name: str, help_text: str) -> click.Group:
-    existing = parent.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    parent.add_command(group)
-    return group
 
 
 @click.command("site")

@@ -9,7 +9,8 @@ import pytest
 
 from tests.helpers import fresh_postgres_database
 
-pytest_plugins = ["tests.grid_world"]  # session-wide grid PKI and real proxies
+# Session-wide: the grid PKI with real proxies, and one moto_server (EC2 API).
+pytest_plugins = ["tests.grid_world", "tests.moto_cloud"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

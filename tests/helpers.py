@@ -52,6 +52,13 @@ def require_libvirt(uri: str = "qemu:///system") -> None:
         missing(f"libvirtd at {uri}")
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bind port 0, read it, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def postgres_reachable() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):

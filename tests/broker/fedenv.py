@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import httpx
 
 from auth.tokens import hash_token
 from tests.auth.pki import Cred, Pki
+from tests.helpers import free_port
 
 USERS = {
     "alice": "alice-broker-token-0001",  # may burst (bursting.allowed_users)
@@ -39,12 +39,6 @@ USERS = {
 BROKER_SITE_TOKEN = "broker-at-site-token-0001"  # the broker's account at every site
 SITE_ADMIN_TOKEN = "site-local-admin-token-01"  # a local admin at every site (tests only)
 STRATUS = str(Path(sys.executable).parent / "stratus")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def site_dn(name: str) -> str:

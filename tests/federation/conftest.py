@@ -8,35 +8,19 @@ Nothing here connects to any address but 127.0.0.1.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from federation.model import CloudSize, PublicCloudConfig
-from tests.helpers import missing
+from tests.helpers import free_port
 
 #: A default moto AMI (moto does not validate AMIs unless told to; any id works).
 MOTO_AMI = "ami-03cf127a"
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -148,62 +132,6 @@ async def serve_on_loopback(app: web.Application) -> RunningApp:
     await site.start()
     port = runner.addresses[0][1]
     return RunningApp(f"http://127.0.0.1:{port}", runner)
-
-
-def _moto_binary() -> str | None:
-    beside = Path(sys.executable).parent / "moto_server"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("moto_server")
-
-
-def _wait_http(url: str, deadline: float) -> None:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                resp.read()
-                return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a ``moto_server`` started for this session."""
-    binary = _moto_binary()
-    if binary is None:
-        missing("moto_server (pip install 'moto[server]')")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
-    proc = subprocess.Popen(
-        [binary, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(url + "/moto-api/data.json", time.monotonic() + 30)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def moto(moto_endpoint: str) -> str:
-    """The moto endpoint, reset to an empty state for this test."""
-    req = urllib.request.Request(moto_endpoint + "/moto-api/reset", method="POST", data=b"")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        resp.read()
-    return moto_endpoint
 
 
 @pytest.fixture
