@@ -101,25 +101,25 @@ def make_app(
     for spec in specs:
         app.router.add_route(spec.method, API_PREFIX + spec.path, spec.handler)
     app.router.add_get(API_PREFIX + "/openapi.json", serve_openapi)
-    app[ROUTE_SPECS] = tuple(specs)
+    app[PUBLIC_ROUTES] = frozenset(
+        (spec.method, API_PREFIX + template_path(spec.path)) for spec in specs if spec.public
+    ) | {("GET", API_PREFIX + "/openapi.json")}
     return app
 
 
-ROUTE_SPECS: web.AppKey[tuple[RouteSpec, ...]] = web.AppKey("route_specs", tuple)
+# (method, canonical path) of the routes open without authentication, computed once per app.
+PUBLIC_ROUTES: web.AppKey[frozenset[tuple[str, str]]] = web.AppKey("public_routes", frozenset)
 
 
 def is_public(request: web.Request) -> bool:
-    """True when the matched route was declared ``public`` (or is the OpenAPI document)."""
-    info = request.match_info.route.resource
-    if info is None:
-        return True  # unmatched: let the router answer 404/405
-    canonical = info.canonical
-    if canonical == API_PREFIX + "/openapi.json":
+    """True when the matched route was declared ``public`` (or is the OpenAPI document).
+
+    An unmatched request counts as public so that the router answers 404/405.
+    """
+    resource = request.match_info.route.resource
+    if resource is None:
         return True
-    for spec in request.app[ROUTE_SPECS]:
-        if API_PREFIX + template_path(spec.path) == canonical and spec.method == request.method:
-            return spec.public
-    return False
+    return (request.method, resource.canonical) in request.app[PUBLIC_ROUTES]
 
 
 def build_openapi(specs: Iterable[RouteSpec], *, title: str, version: str) -> dict[str, Any]:
