@@ -117,6 +117,7 @@ class SiteProvider(PeerSiteProvider):
         json: Any = None,
         timeout: float | None = None,
         retry: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """A forwarded call under ``/api/v1``; JSON body of a 2xx answer.
 
@@ -126,7 +127,8 @@ class SiteProvider(PeerSiteProvider):
         """
         policy = self._policy if retry else RetryPolicy(attempts=1, initial_wait=0, max_wait=0)
         url = self._api + path
-        kwargs: dict[str, Any] = {"params": dict(params or {}), "headers": self._auth}
+        kwargs: dict[str, Any] = {"params": dict(params or {}), "headers": {**self._auth}}
+        kwargs["headers"].update(headers or {})
         if json is not None:
             kwargs["json"] = json
         if timeout is not None:
@@ -162,6 +164,22 @@ class SiteProvider(PeerSiteProvider):
         if status == 401:
             raise SiteFailed(self.name, f"the site rejected the broker's credentials: {message}")
         raise SiteOperationRefused(status, code, message or f"HTTP {status}")
+
+    async def forward(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        retry: bool = True,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Any call of the site API (volumes, networks), with the errors of :meth:`_call`."""
+        return await self._call(
+            method, path, params=params, json=json, retry=retry, headers=headers, timeout=timeout
+        )
 
     def _vm_path(self, provider_id: str, suffix: str = "") -> str:
         return "/vms/" + quote(provider_id, safe="") + suffix

@@ -59,6 +59,26 @@ def kill_leftovers(url: str, token: str) -> None:
         print(f"demo: could not clean up VMs: {exc}", file=sys.stderr)
 
 
+def remove_networks(state: Path) -> None:
+    """Remove the libvirt networks this demo's site made (the agent keeps them on shutdown
+    so that running guests keep their link; the demo leaves nothing behind)."""
+    import libvirt
+
+    try:
+        suffix = "-" + (state / "site" / "instance-id").read_text().strip()[:8]
+    except OSError:
+        return
+    conn = libvirt.open("qemu:///system")
+    try:
+        for net in conn.listAllNetworks():
+            if net.name().startswith("stratus-") and net.name().endswith(suffix):
+                if net.isActive():
+                    net.destroy()
+                net.undefine()
+    finally:
+        conn.close()
+
+
 def write_config(state: Path, guest_dir: Path, token: str) -> Path:
     from auth.tokens import hash_token
     from site_agent.guest.builder import build_guest
@@ -77,6 +97,15 @@ state_dir = "{state / "site"}"
 uri = "qemu:///system"
 
 {guest_image_toml(guest)}
+# An isolated network (no forwarding): the guest gets its address through the
+# cidata seed and reports it in its readiness line.
+[[networks]]
+name = "demo-net"
+type = "private"
+cidr = "198.18.42.0/24"
+range_start = "198.18.42.10"
+range_end = "198.18.42.20"
+
 [quarantine]
 period_seconds = 60
 
@@ -159,6 +188,7 @@ def main() -> int:
         if agent is not None and agent.poll() is None:
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=30)
+        remove_networks(state)
         shutil.rmtree(state, ignore_errors=True)
         print("done: agent stopped, state directory removed")
 
