@@ -370,9 +370,6 @@ class OidcVerifier:
     async def aclose(self) -> None:
         await self._source.aclose()
 
-    def is_trusted_issuer(self, issuer: str) -> bool:
-        return issuer in self._issuers
-
     async def verify(self, token: str) -> OidcIdentity:
         """The identity ``token`` proves; else ``CredentialRejected`` or ``AuthUnavailable``."""
         digest = hashlib.sha256(token.encode()).digest()

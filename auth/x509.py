@@ -21,10 +21,9 @@ restricted proxies are refused: their rights cannot be honoured.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -171,15 +170,6 @@ def identity_from_chain(
     )
 
 
-def chain_fingerprint(ders: Sequence[bytes]) -> str:
-    """A SHA-256 over the DER certificates of a chain, as a cache key."""
-    digest = hashlib.sha256()
-    for der in ders:
-        digest.update(len(der).to_bytes(4, "big"))
-        digest.update(der)
-    return digest.hexdigest()
-
-
 def parse_forwarded_certificates(value: str) -> list[x509.Certificate]:
     """Certificates from a front-proxy header.
 
@@ -282,11 +272,6 @@ class ChainVerifier:
             accept_limited=self._accept_limited,
             max_proxy_depth=self._max_depth,
         )
-
-
-def now_utc() -> datetime:
-    """The current time, timezone-aware (UTC)."""
-    return datetime.now(UTC)
 
 
 def der(cert: x509.Certificate) -> bytes:

@@ -306,7 +306,6 @@ class SiteRegistry:
         self.timeout = config.broker.heartbeat_timeout_seconds
         self.retry = config.broker.retry.policy()
         self.entries: dict[str, SiteEntry] = {s.name: SiteEntry(s) for s in config.trusted_sites}
-        self._by_dn = {s.dn: s for s in config.trusted_sites}
         factory = cloud_factory or default_clouds
         self.clouds: dict[str, ComputeProvider] = factory(config)
         self.cloud_configs = {c.name: c for c in config.clouds}
@@ -316,9 +315,6 @@ class SiteRegistry:
     def trusted(self, name: str) -> TrustedSite | None:
         entry = self.entries.get(name)
         return entry.trusted if entry else None
-
-    def trusted_by_dn(self, dn: str) -> TrustedSite | None:
-        return self._by_dn.get(dn)
 
     # --- heartbeats -------------------------------------------------------------
 
