@@ -2,7 +2,8 @@
 
 Start-up order (``cleanup_ctx``): state directory and database, the HTTP
 client for site calls, placer, site registry (public cloud providers),
-broker (restores sites and the queue from the database), then the monitor
+broker (restores sites and the queue from the database), the volume and
+network services (``/volumes``, ``/networks``), then the monitor
 (site staleness, queue) and the orphan sweeper tasks.  Shutdown reverses it.
 """
 
@@ -23,13 +24,15 @@ from auth.config import CrlPolicy
 from auth.middleware import auth_middleware, install_authenticator
 from auth.oidc import IssuerSource
 from auth.routes import account_routes
-from broker.api import site_routes, vm_routes
-from broker.api.keys import BROKER, CONFIG, SITE_TRUST
+from broker.api import network_routes, site_routes, vm_routes, volume_routes
+from broker.api.keys import BROKER, CONFIG, NETWORKS, SITE_TRUST, VOLUMES
 from broker.api.middleware import broker_error_middleware
 from broker.config import BrokerConfig, SiteClientSection
+from broker.networks import NetworkService
 from broker.service import Broker
 from broker.sites import SiteRegistry
 from broker.store import BrokerStore
+from broker.volumes import VolumeService
 from core.app import make_app
 from core.db import create_tables, make_engine
 from federation.placement import Placer
@@ -69,7 +72,13 @@ def build_broker_app(
     engine = make_engine(config.database_url)
     authenticator = Authenticator.from_config(config.auth, engine=engine, oidc_source=oidc_source)
     app = make_app(
-        [*vm_routes.routes(), *site_routes.routes(), *account_routes()],
+        [
+            *vm_routes.routes(),
+            *volume_routes.routes(),
+            *network_routes.routes(),
+            *site_routes.routes(),
+            *account_routes(),
+        ],
         title=f"Stratus broker ({config.broker.name})",
         middlewares=[broker_error_middleware, auth_middleware(authenticator)],
     )
@@ -99,6 +108,8 @@ def build_broker_app(
         broker = Broker(config, BrokerStore(engine), registry, placer, config.burst_policy())
         await broker.start()
         app[BROKER] = broker
+        app[VOLUMES] = VolumeService(broker)
+        app[NETWORKS] = NetworkService(broker)
         tasks = [asyncio.create_task(broker.run_monitor())]
         tasks.append(asyncio.create_task(broker.run_sweeper()))
         yield

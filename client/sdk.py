@@ -208,9 +208,16 @@ class StratusClient:
 
     # --- volumes, disks, networks ---------------------------------------------------
 
-    def create_volume(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Create a volume (``size_gib``, ``tag``, ``visibility``, ``cow_of`` or ``image``)."""
-        volume: dict[str, Any] = self.request("POST", "/volumes", json=spec)
+    def create_volume(
+        self, spec: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Create a volume (``size_gib``, ``tag``, ``visibility``, ``cow_of`` or ``image``;
+        ``site`` at a broker).  Sends an ``Idempotency-Key`` (a fresh one by default): a
+        broker returns the same volume for a repeated key."""
+        key = idempotency_key or str(uuid.uuid4())
+        volume: dict[str, Any] = self.request(
+            "POST", "/volumes", json=spec, headers={"Idempotency-Key": key}
+        )
         return volume
 
     def list_volumes(
@@ -222,6 +229,19 @@ class StratusClient:
         all_owners: bool = False,
     ) -> list[dict[str, Any]]:
         """Your volumes and public ones; ``tag`` is a regular expression searched in the tag."""
+        return self.list_volumes_with_warnings(
+            tag=tag, visibility=visibility, owner=owner, all_owners=all_owners
+        )[0]
+
+    def list_volumes_with_warnings(
+        self,
+        *,
+        tag: str | None = None,
+        visibility: str | None = None,
+        owner: str | None = None,
+        all_owners: bool = False,
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Volumes and the listing's warnings (a broker lists partially when a site is down)."""
         params: dict[str, str] = {}
         if tag is not None:
             params["tag"] = tag
@@ -231,8 +251,8 @@ class StratusClient:
             params["owner"] = owner
         if all_owners:
             params["all"] = "true"
-        volumes: list[dict[str, Any]] = self.request("GET", "/volumes", params=params)["volumes"]
-        return volumes
+        body = self.request("GET", "/volumes", params=params)
+        return list(body["volumes"]), [str(w) for w in body.get("warnings", [])]
 
     def get_volume(
         self, volume_id: str, *, wait: bool = False, wait_timeout: float = 60.0
@@ -298,12 +318,20 @@ class StratusClient:
 
     def list_networks(self) -> list[dict[str, Any]]:
         """Address pools with their size and free addresses."""
-        networks: list[dict[str, Any]] = self.request("GET", "/networks")["networks"]
-        return networks
+        return self.list_networks_with_warnings()[0]
 
-    def get_network(self, name: str) -> dict[str, Any]:
-        """One pool with its leases (every lease for admins, your own otherwise)."""
-        network: dict[str, Any] = self.request("GET", f"/networks/{quote(name, safe='')}")
+    def list_networks_with_warnings(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Pools and the listing's warnings (a broker lists every site's, with ``site``)."""
+        body = self.request("GET", "/networks")
+        return list(body["networks"]), [str(w) for w in body.get("warnings", [])]
+
+    def get_network(self, name: str, *, site: str | None = None) -> dict[str, Any]:
+        """One pool with its leases (every lease for admins, your own otherwise);
+        ``site``: the pool of that site (brokers)."""
+        params = {"site": site} if site is not None else {}
+        network: dict[str, Any] = self.request(
+            "GET", f"/networks/{quote(name, safe='')}", params=params
+        )
         return network
 
     # --- federation (broker) ------------------------------------------------------

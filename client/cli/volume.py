@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from client.cli.main import CliContext, cli, pass_ctx
@@ -10,6 +12,13 @@ from client.cli.vm import vm
 
 VOLUME_COLUMNS = ("id", "tag", "size_gib", "state", "visibility", "owner", "origin", "attached")
 DISK_COLUMNS = ("vm_id", "device", "kind", "volume_id", "image", "readonly")
+
+
+def volume_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The table columns for ``rows``: with ``site`` when they come from a broker."""
+    if any("site" in row for row in rows):
+        return (*VOLUME_COLUMNS[:2], "site", *VOLUME_COLUMNS[2:])
+    return VOLUME_COLUMNS
 
 
 @cli.group()
@@ -28,6 +37,7 @@ def volume() -> None:
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait for an image copy to finish."
 )
+@click.option("--site", help="Broker: create it at this site.")
 @pass_ctx
 def create(
     ctx: CliContext,
@@ -37,9 +47,12 @@ def create(
     cow_of: str | None,
     image: str | None,
     wait: bool,
+    site: str | None,
 ) -> None:
     """Create a volume: empty (-s), copy-on-write of another (--cow) or from an image."""
     spec: dict[str, object] = {"tag": tag, "visibility": "public" if public else "private"}
+    if site:
+        spec["site"] = site
     if size_gib is not None:
         spec["size_gib"] = size_gib
     if cow_of:
@@ -50,7 +63,7 @@ def create(
         created = api.create_volume(spec)
         if wait and created["state"] == "creating":
             created = api.get_volume(created["id"], wait=True, wait_timeout=600)
-    emit(created, ctx.output, VOLUME_COLUMNS)
+    emit(created, ctx.output, volume_columns([created]))
 
 
 @volume.command("list")
@@ -62,10 +75,14 @@ def create(
 def list_(
     ctx: CliContext, tag: str | None, visibility: str | None, owner: str | None, all_owners: bool
 ) -> None:
-    """List your volumes and public ones."""
+    """List your volumes and public ones (from a broker: on every site, with their site)."""
     with ctx.client() as api:
-        rows = api.list_volumes(tag=tag, visibility=visibility, owner=owner, all_owners=all_owners)
-    emit(rows, ctx.output, VOLUME_COLUMNS)
+        rows, warnings = api.list_volumes_with_warnings(
+            tag=tag, visibility=visibility, owner=owner, all_owners=all_owners
+        )
+    for warning in warnings:
+        click.echo(f"stratus: warning: {warning}", err=True)
+    emit(rows, ctx.output, volume_columns(rows))
 
 
 @volume.command("show")

@@ -89,6 +89,35 @@ def test_vm_run_with_placement_options_and_the_site_column(
     assert code == 1 and "unknown_site" in err
 
 
+def test_volume_and_network_commands_against_the_broker(
+    fed: Federation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "-o", "json", "volume", "create", "-s", "1", "--site", "site-b")
+    assert code == 0, err
+    on_b = json.loads(out)
+    assert on_b["site"] == "site-b" and on_b["owner"] == "alice"
+    code, out, err = run(capsys, "-o", "json", "volume", "create", "-s", "2", "-t", "near")
+    assert code == 0, err
+    assert json.loads(out)["site"] == "site-a"  # the cheaper site when none is named
+
+    code, out, err = run(capsys, "volume", "list")
+    assert code == 0 and err == ""
+    header, *rows = out.splitlines()
+    assert header.split()[:3] == ["ID", "TAG", "SITE"]
+    assert sorted(r.split()[2] for r in rows if r.split()[1] == "near") == ["site-a"]
+    assert any(r.startswith(on_b["id"]) and "site-b" in r.split() for r in rows)
+
+    code, out, err = run(capsys, "volume", "delete", on_b["id"])
+    assert code == 0, err
+    code, out, err = run(capsys, "-o", "json", "volume", "list")
+    assert code == 0 and [v["site"] for v in json.loads(out)] == ["site-a"]
+
+    code, out, err = run(capsys, "network", "list")  # sites without pools: an empty table
+    assert code == 0 and err == ""
+    code, _, err = run(capsys, "network", "show", "public", "--site", "mars")
+    assert code == 1 and "unknown_site" in err
+
+
 def test_service_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     register(cli)
     code, out, _ = run(capsys, "config", "example", "broker")

@@ -34,7 +34,25 @@ def test_document_lists_exactly_the_served_operations_and_answers_match_it(
         )
         checker.check("POST", "/api/v1/vms", queued.status_code, queued.json())
         wait_for(lambda: api.get(f"/vms/{vm_id}").json()["state"] == "running")
+        created = api.post("/volumes", json={"size_gib": 1, "site": "site-a"})
+        checker.check("POST", "/api/v1/volumes", created.status_code, created.json())
+        volume = f"/volumes/{created.json()['id']}"
+        for method, path, body in [
+            ("PATCH", volume, {"tag": "doc"}),
+            ("POST", volume + "/attach", {"vm_id": vm_id}),
+            ("POST", volume + "/detach", {"vm_id": vm_id}),
+            ("POST", "/volumes", {"size_gib": 1, "site": "nowhere"}),  # error body
+        ]:
+            response = api.request(method, path, json=body)
+            assert response.status_code < 500, (method, path, response.text)
+            checker.check(method, "/api/v1" + path, response.status_code, response.json())
         calls: list[tuple[str, str, dict[str, Any]]] = [
+            ("GET", "/volumes", {}),
+            ("GET", volume, {"wait": "ready", "timeout": "5"}),
+            ("DELETE", volume, {}),
+            ("GET", volume, {}),  # error body
+            ("GET", "/networks", {}),
+            ("GET", "/networks/public", {}),  # error body: the site has no pools
             ("GET", "/vms", {}),
             ("GET", f"/vms/{vm_id}", {"wait": "ready", "timeout": "5"}),
             ("GET", f"/vms/{vm_id}/events", {}),
