@@ -12,9 +12,9 @@ owner's with ``?all=true``.
   ``cow_of``; otherwise to the cheapest available site (then by name) whose
   heartbeat offers ``image`` when one is given.  The ``Idempotency-Key`` is
   kept with the record (a retry returns the same volume, another body with
-  the same key is ``409 idempotency_key_reused``) and sent on to the site.
-  The create call to the site is not retried by the broker: the site's
-  ``POST /volumes`` does not itself deduplicate by key.
+  the same key is ``409 idempotency_key_reused``) and sent on to the site,
+  namespaced by owner (:func:`site_key`), where it deduplicates too: two
+  racing repeats get the same site volume.
 * ``GET /volumes`` asks every site holding volumes of the caller at once,
   each within ``list_timeout_seconds``; a site that is unavailable or does
   not answer makes the listing ``partial`` with a warning, and its volumes
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import uuid
 from collections.abc import Awaitable, Iterable
@@ -64,6 +65,12 @@ UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 TAG_PATTERN = r"^[^\x00-\x1f\x7f]{0,64}$"
 IMAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NESTED_QUANTIFIER = re.compile(r"\([^)]*[+*}][^)]*\)\s*[+*{?]")
+
+
+def site_key(owner: str, key: str) -> str:
+    """The ``Idempotency-Key`` sent to the site for ``owner``'s ``key`` (64 hex characters)."""
+    return hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
+
 
 # --- table ---------------------------------------------------------------------------
 
@@ -468,7 +475,9 @@ class VolumeService:
         site_body = body.model_dump(mode="json", exclude={"site"}, exclude_none=True)
         if origin is not None:
             site_body["cow_of"] = origin.site_volume_id
-        headers = {"Idempotency-Key": key} if key is not None else None
+        # The broker is one account at the site: namespace the user's key by owner, so
+        # two users' keys never meet there. The site then makes one volume per key.
+        headers = {"Idempotency-Key": site_key(owner, key)} if key is not None else None
         shape = await forwarded(
             site, provider.forward("POST", "/volumes", json=site_body, retry=False, headers=headers)
         )
@@ -484,8 +493,8 @@ class VolumeService:
             last=shape,
         )
         if not await self._db(self.store.insert, row):
-            # A concurrent request with the same key won: drop ours, answer with theirs.
-            await forwarded(site, provider.forward("DELETE", self._path(row), retry=False))
+            # A concurrent request with the same key won; the site answered both with
+            # the same volume (same site key), so there is nothing to undo.
             assert key is not None
             winner = await self._db(self.store.by_key, owner, key)
             return await self._repeat(principal, winner, digest, key), False

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from auth.request import principal_of
 from core.app import RouteSpec
-from core.errors import BadRequest, NotFound
+from core.errors import NotFound
 from core.http import json_response, read_json, read_query
+from core.idempotency import idempotency_key
 from site_agent.api.keys import LAYOUT, VM_MANAGER
 from site_agent.images.models import SaveAs
 from site_agent.vms.console import read_tail
@@ -27,7 +28,6 @@ from site_agent.vms.models import (
 from site_agent.vms.states import VmState
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class ListQuery(BaseModel):
@@ -78,9 +78,7 @@ async def create_vms(request: web.Request) -> web.Response:
     """POST /vms: 202 with the new VMs in ``pending``; poll them or GET with ``?wait=``."""
     principal = principal_of(request)
     body = await read_json(request, VmCreate)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise BadRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
+    key = idempotency_key(request)
     vms = await request.app[VM_MANAGER].create(principal, body, key)
     return json_response(VmList(vms=[_public(vm) for vm in vms]), status=202)
 

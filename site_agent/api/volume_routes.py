@@ -18,6 +18,7 @@ from auth.request import principal_of
 from core.app import RouteSpec
 from core.errors import NotFound
 from core.http import json_response, read_json, read_query
+from core.idempotency import idempotency_key
 from site_agent.api.keys import VM_MANAGER, VOLUMES
 from site_agent.volumes.errors import VolumeError, http_error
 from site_agent.volumes.models import (
@@ -91,13 +92,17 @@ async def list_volumes(request: web.Request) -> web.Response:
 
 
 async def create_volume(request: web.Request) -> web.Response:
-    """POST /volumes: 202; ``ready`` at once, or ``creating`` while an image is copied."""
+    """POST /volumes: 202; ``ready`` at once, or ``creating`` while an image is copied.
+
+    An ``Idempotency-Key`` makes a retried create return the same volume.
+    """
     principal = principal_of(request)
     body = await read_json(request, VolumeCreate)
     devices = request.app[VM_MANAGER].devices
     volumes = request.app[VOLUMES]
+    key = idempotency_key(request)
     volume = await _volumes(
-        volumes.create(principal, body, devices.check_image, devices.image_files)
+        volumes.create(principal, body, devices.check_image, devices.image_files, key)
     )
     return json_response((await volumes.public(principal, [volume]))[0], status=202)
 

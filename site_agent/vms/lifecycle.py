@@ -32,6 +32,7 @@ from typing import Any
 
 from auth.principal import Principal
 from core.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
+from core.idempotency import key_reused, request_hash
 from site_agent.compute.driver import DiskSpec, DomainSpec, DomainState
 from site_agent.compute.errors import ComputeError, NoHostAvailable
 from site_agent.compute.hosts import choose_host
@@ -49,7 +50,7 @@ from site_agent.storage.qemu_img import QemuImgError, create_overlay
 from site_agent.vms.console import log_size, wait_for_ready
 from site_agent.vms.devices import VmDevices
 from site_agent.vms.models import IdempotencyRecord, Vm, VmCreate, VmEvent
-from site_agent.vms.repository import IdempotencyConflict, VmRepository, request_hash
+from site_agent.vms.repository import IdempotencyConflict, VmRepository
 from site_agent.vms.states import VmState
 from site_agent.volumes.models import VmDisk
 from site_agent.volumes.service import VolumeService
@@ -271,10 +272,7 @@ class VmManager:
                 self.repo.find_idempotent, principal.account, key, digest
             )
         except IdempotencyConflict as exc:
-            raise Conflict(
-                "Idempotency-Key was already used with a different request body",
-                code="idempotency_key_reused",
-            ) from exc
+            raise key_reused(key) from exc
         return result
 
     async def _resolve_image(self, principal: Principal, name: str) -> ImageRef:

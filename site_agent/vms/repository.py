@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,11 +16,6 @@ from site_agent.vms.states import VmState, check_transition
 
 class IdempotencyConflict(Exception):
     """The key was used before with a different request body."""
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    """A stable hash of a create request body, to recognise retries."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 class VmRepository:

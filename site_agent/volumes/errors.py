@@ -41,6 +41,10 @@ class NotAttached(VolumeError):
     """A detach named a volume or device that is not attached there."""
 
 
+class IdempotencyKeyReused(VolumeError):
+    """The ``Idempotency-Key`` was used before with a different request body."""
+
+
 class VolumeFileError(VolumeError):
     """qemu-img (or the file system) failed on a volume file."""
 
@@ -52,6 +56,7 @@ _HTTP: list[tuple[type[VolumeError], type[StratusError], str | None]] = [
     (VolumeInvalid, ValidationFailed, None),
     (VolumeBusy, Conflict, "volume_in_use"),
     (NotAttached, Conflict, "not_attached"),
+    (IdempotencyKeyReused, Conflict, "idempotency_key_reused"),
     (VolumeFileError, Unavailable, "storage_error"),
 ]
 

@@ -76,6 +76,20 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class VolumeIdempotency(SQLModel, table=True):
+    """A volume create seen with an ``Idempotency-Key``: a retry returns the same volume."""
+
+    __tablename__ = "volume_idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str
+    key: str
+    request_hash: str
+    volume_id: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class VolumeCreate(_Input):
     """Body of ``POST /volumes``: empty, a copy-on-write of a volume, or a copy of an image."""
 

@@ -15,7 +15,7 @@ from sqlmodel import col, delete, func, or_, select
 from core.db import session_scope, utcnow
 from site_agent.vms.models import Vm
 from site_agent.vms.states import TERMINAL_STATES
-from site_agent.volumes.models import Volume, VolumeAttachment, VolumeState
+from site_agent.volumes.models import Volume, VolumeAttachment, VolumeIdempotency, VolumeState
 
 
 class VolumeRepository:
@@ -24,10 +24,21 @@ class VolumeRepository:
 
     # ----- volumes ---------------------------------------------------------------
 
-    def insert(self, volume: Volume) -> Volume:
+    def insert(self, volume: Volume, idempotency: VolumeIdempotency | None = None) -> Volume:
+        """Store ``volume`` and, in the same transaction, the key it was created under."""
         with session_scope(self.engine) as session:
             session.add(volume)
+            if idempotency is not None:
+                session.add(idempotency)
             return volume
+
+    def find_idempotent(self, owner: str, key: str) -> VolumeIdempotency | None:
+        """The record of an earlier create by ``owner`` under ``key``, if any."""
+        with session_scope(self.engine) as session:
+            query = select(VolumeIdempotency).where(
+                VolumeIdempotency.owner == owner, VolumeIdempotency.key == key
+            )
+            return session.exec(query).first()
 
     def get(self, volume_id: str) -> Volume | None:
         with session_scope(self.engine) as session:

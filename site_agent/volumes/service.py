@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from auth.principal import Principal
+from core.idempotency import request_hash
 from site_agent.compute.driver import DiskSpec
 from site_agent.config import QuotaConfig
 from site_agent.volumes.errors import (
+    IdempotencyKeyReused,
     VolumeBusy,
     VolumeForbidden,
     VolumeInvalid,
@@ -48,6 +50,7 @@ from site_agent.volumes.models import (
     Volume,
     VolumeAttachment,
     VolumeCreate,
+    VolumeIdempotency,
     VolumeListQuery,
     VolumePublic,
     VolumeState,
@@ -150,8 +153,14 @@ class VolumeService:
         request: VolumeCreate,
         check_image: ImageCheck,
         image_files: ImageResolver,
+        idempotency_key: str | None = None,
     ) -> Volume:
         """Create a volume: empty, copy-on-write of a volume, or a copy of an image.
+
+        With ``idempotency_key``, a repeat of an earlier request returns the
+        volume it made and makes nothing (``IdempotencyKeyReused`` if the
+        body differs); the check runs under the creation lock, so concurrent
+        repeats make one volume.
 
         Empty and copy-on-write volumes are ``ready`` on return. For an image,
         ``check_image`` (the caller may use it, it is usable) runs now and the
@@ -171,7 +180,19 @@ class VolumeService:
             "tag": request.tag,
             "visibility": request.visibility,
         }
+        digest = request_hash(request.model_dump(mode="json"))
         async with self.lock:
+            if idempotency_key is not None:
+                earlier = await self._db(
+                    self.repo.find_idempotent, principal.account, idempotency_key
+                )
+                if earlier is not None:
+                    if earlier.request_hash != digest:
+                        raise IdempotencyKeyReused(
+                            f"Idempotency-Key {idempotency_key!r} was already used with a "
+                            "different request body"
+                        )
+                    return await self.get_for(principal, earlier.volume_id)
             if request.cow_of is not None:
                 try:
                     source = await self.get_for(principal, request.cow_of)
@@ -199,8 +220,16 @@ class VolumeService:
                 else:
                     await self.files.create_empty(volume_id, size)
                     volume = Volume(**common, size_gib=size)
+            record = None
+            if idempotency_key is not None:
+                record = VolumeIdempotency(
+                    owner=principal.account,
+                    key=idempotency_key,
+                    request_hash=digest,
+                    volume_id=volume_id,
+                )
             try:
-                volume = await self._db(self.repo.insert, volume)
+                volume = await self._db(self.repo.insert, volume, record)
             except BaseException:
                 await self.files.remove_async(volume_id)
                 raise

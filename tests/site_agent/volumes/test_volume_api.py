@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from site_agent.api.keys import VM_MANAGER
+from tests.site_agent.conftest import auth
 from tests.site_agent.volumes.helpers import (
     call,
     domain,
@@ -292,3 +293,21 @@ async def test_reconcile_forgets_attachments_of_finished_vms(make_site: Any) -> 
     await site.client.app[VM_MANAGER].reconcile()
     assert (await site.wait(vm["id"]))["state"] == "failed"
     assert (await ok(site, "GET", f"/volumes/{volume['id']}"))["attached"] == 0
+
+
+async def test_idempotency_key_makes_one_volume(make_site: Any) -> None:
+    site = await make_site()
+    headers = {**auth("alice"), "Idempotency-Key": "vol-retry-1"}
+    body = {"size_gib": 2, "tag": "once"}
+    answers = await asyncio.gather(
+        *(site.client.post("/api/v1/volumes", json=body, headers=headers) for _ in range(3))
+    )
+    assert [r.status for r in answers] == [202, 202, 202]
+    assert len({(await r.json())["id"] for r in answers}) == 1
+    listed = await ok(site, "GET", "/volumes")
+    assert [v["tag"] for v in listed["volumes"]] == ["once"]
+    assert len(volume_files(site)) == 1
+    reused = await site.client.post("/api/v1/volumes", json={"size_gib": 3}, headers=headers)
+    assert reused.status == 409
+    assert (await reused.json())["error"]["code"] == "idempotency_key_reused"
+    assert len(volume_files(site)) == 1
