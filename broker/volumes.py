@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydField
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlalchemy.engine import Engine
@@ -57,14 +57,10 @@ from broker.sites import SiteOperationRefused, SiteProvider
 from broker.store import request_hash
 from core.db import UTCDateTime, session_scope, utcnow
 from core.errors import Conflict, NotFound, StratusError
+from core.volume_request import UUID_PATTERN, VolumeCreateBase, VolumeListQuery, VolumeUpdate
 from federation.errors import SiteFailed, VMNotFound
 
 T = TypeVar("T")
-
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-TAG_PATTERN = r"^[^\x00-\x1f\x7f]{0,64}$"
-IMAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_NESTED_QUANTIFIER = re.compile(r"\([^)]*[+*}][^)]*\)\s*[+*{?]")
 
 
 def site_key(owner: str, key: str) -> str:
@@ -104,8 +100,11 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BrokerVolumeCreate(_Input):
-    """Body of the broker's ``POST /volumes``: the site's create body plus ``site``."""
+class BrokerVolumeCreate(VolumeCreateBase):
+    """Body of the broker's ``POST /volumes``: the site's create body plus ``site``.
+
+    ``cow_of`` names a broker volume id.
+    """
 
     site: str | None = PydField(
         default=None,
@@ -113,54 +112,6 @@ class BrokerVolumeCreate(_Input):
         description="create it at this site (default: cow_of's site, else the cheapest "
         "available site offering the image)",
     )
-    size_gib: int | None = PydField(default=None, ge=1, le=1024)
-    tag: str = PydField(default="", pattern=TAG_PATTERN)
-    visibility: Literal["private", "public"] = "private"
-    cow_of: str | None = PydField(
-        default=None, pattern=UUID_PATTERN, description="copy-on-write of this (broker) volume"
-    )
-    image: str | None = PydField(default=None, pattern=IMAGE_NAME_PATTERN)
-
-    @model_validator(mode="after")
-    def _one_origin(self) -> BrokerVolumeCreate:
-        if self.cow_of is not None and self.image is not None:
-            raise ValueError("give cow_of or image, not both")
-        if self.cow_of is None and self.size_gib is None:
-            raise ValueError("size_gib is required (only cow_of defaults to the source's size)")
-        return self
-
-
-class BrokerVolumeUpdate(_Input):
-    """Body of ``PATCH /volumes/{id}`` (forwarded as it is)."""
-
-    tag: str | None = PydField(default=None, pattern=TAG_PATTERN)
-    visibility: Literal["private", "public"] | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> BrokerVolumeUpdate:
-        if self.tag is None and self.visibility is None:
-            raise ValueError("give tag and/or visibility")
-        return self
-
-
-class BrokerVolumeListQuery(_Input):
-    tag: str | None = PydField(
-        default=None, max_length=64, description="regular expression searched in the tag"
-    )
-    visibility: Literal["private", "public"] | None = None
-    owner: str | None = PydField(default=None, max_length=64, description="admins: this owner")
-    all: bool = PydField(default=False, description="admins: every owner's volumes")
-
-    @model_validator(mode="after")
-    def _safe_regex(self) -> BrokerVolumeListQuery:
-        if self.tag is not None:
-            if _NESTED_QUANTIFIER.search(self.tag):
-                raise ValueError("tag: nested quantifiers are not allowed")
-            try:
-                re.compile(self.tag)
-            except re.error as exc:
-                raise ValueError(f"tag: not a regular expression: {exc}") from exc
-        return self
 
 
 class BrokerVolumeShowQuery(_Input):
@@ -509,9 +460,7 @@ class VolumeService:
             )
         return await self.get(principal, row.id)
 
-    async def list_volumes(
-        self, principal: Principal, query: BrokerVolumeListQuery
-    ) -> BrokerVolumeList:
+    async def list_volumes(self, principal: Principal, query: VolumeListQuery) -> BrokerVolumeList:
         """The caller's volumes (admins with ``all``: everyone's) at every site, at once."""
         owner = query.owner if query.all and principal.is_admin else principal.account
         rows: list[BrokerVolume] = await self._db(self.store.owned, owner)
@@ -579,7 +528,7 @@ class VolumeService:
         return await self._view(principal, row, shape)
 
     async def update(
-        self, principal: Principal, volume_id: str, body: BrokerVolumeUpdate
+        self, principal: Principal, volume_id: str, body: VolumeUpdate
     ) -> BrokerVolumePublic:
         row = await self._row(principal, volume_id)
         provider = self._provider(row.site, f"change volume {volume_id}")
@@ -657,7 +606,7 @@ class VolumeService:
         return await self._disk(principal, row, disk)
 
 
-def _matches(shape: dict[str, Any], query: BrokerVolumeListQuery) -> bool:
+def _matches(shape: dict[str, Any], query: VolumeListQuery) -> bool:
     """Whether a last-known shape passes the listing's filters (sites filter live ones)."""
     if query.visibility is not None and shape.get("visibility") != query.visibility:
         return False

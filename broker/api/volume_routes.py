@@ -19,14 +19,13 @@ from broker.volumes import (
     BrokerVolumeDeleted,
     BrokerVolumeDetach,
     BrokerVolumeList,
-    BrokerVolumeListQuery,
     BrokerVolumePublic,
     BrokerVolumeShowQuery,
-    BrokerVolumeUpdate,
 )
 from core.app import RouteSpec
 from core.errors import BadRequest, NotFound
 from core.http import json_response, read_json, read_query
+from core.volume_request import VolumeListQuery, VolumeUpdate
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -52,7 +51,7 @@ async def create_volume(request: web.Request) -> web.Response:
 
 async def list_volumes(request: web.Request) -> web.Response:
     """GET /volumes: every site at once; ``partial`` + ``warnings`` when one does not answer."""
-    query = read_query(request, BrokerVolumeListQuery)
+    query = read_query(request, VolumeListQuery)
     return json_response(await request.app[VOLUMES].list_volumes(principal_of(request), query))
 
 
@@ -69,7 +68,7 @@ async def show_volume(request: web.Request) -> web.Response:
 
 async def update_volume(request: web.Request) -> web.Response:
     volume_id = _volume_id(request)
-    body = await read_json(request, BrokerVolumeUpdate)
+    body = await read_json(request, VolumeUpdate)
     return json_response(await request.app[VOLUMES].update(principal_of(request), volume_id, body))
 
 
@@ -96,7 +95,7 @@ def routes() -> list[RouteSpec]:
     return [
         RouteSpec(
             "GET", "/volumes", list_volumes, "List your volumes on every site",
-            response_model=BrokerVolumeList, query_model=BrokerVolumeListQuery, tags=tags,
+            response_model=BrokerVolumeList, query_model=VolumeListQuery, tags=tags,
         ),
         RouteSpec(
             "POST", "/volumes", create_volume,
@@ -111,7 +110,7 @@ def routes() -> list[RouteSpec]:
         ),
         RouteSpec(
             "PATCH", "/volumes/{volume_id}", update_volume, "Change a volume's tag or visibility",
-            request_model=BrokerVolumeUpdate, response_model=BrokerVolumePublic, tags=tags,
+            request_model=VolumeUpdate, response_model=BrokerVolumePublic, tags=tags,
         ),
         RouteSpec(
             "DELETE", "/volumes/{volume_id}", delete_volume, "Delete a volume at its site",

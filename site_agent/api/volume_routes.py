@@ -19,6 +19,7 @@ from core.app import RouteSpec
 from core.errors import NotFound
 from core.http import json_response, read_json, read_query
 from core.idempotency import idempotency_key
+from core.volume_request import VolumeListQuery, VolumeUpdate
 from site_agent.api.keys import VM_MANAGER, VOLUMES
 from site_agent.volumes.errors import VolumeError, http_error
 from site_agent.volumes.models import (
@@ -29,9 +30,7 @@ from site_agent.volumes.models import (
     VolumeCreate,
     VolumeDetach,
     VolumeList,
-    VolumeListQuery,
     VolumePublic,
-    VolumeUpdate,
 )
 
 T = TypeVar("T")

@@ -9,7 +9,6 @@ service layers: handlers return the ``...Public`` models.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -20,14 +19,11 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.db import UTCDateTime, utcnow
-
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-IMAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-TAG_PATTERN = r"^[^\x00-\x1f\x7f]{0,64}$"
-MIN_SIZE_GIB = 1
-MAX_SIZE_GIB = 1024
-#: A quantified group that contains a quantifier: the classic catastrophic-backtracking shape.
-_NESTED_QUANTIFIER = re.compile(r"\([^)]*[+*}][^)]*\)\s*[+*{?]")
+from core.volume_request import (
+    IMAGE_NAME_PATTERN,
+    UUID_PATTERN,
+    VolumeCreateBase,
+)
 
 
 class VolumeState(StrEnum):
@@ -90,64 +86,8 @@ class VolumeIdempotency(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class VolumeCreate(_Input):
+class VolumeCreate(VolumeCreateBase):
     """Body of ``POST /volumes``: empty, a copy-on-write of a volume, or a copy of an image."""
-
-    size_gib: int | None = PydField(
-        default=None,
-        ge=MIN_SIZE_GIB,
-        le=MAX_SIZE_GIB,
-        description="GiB; required unless cow_of is given (default: the source volume's size)",
-    )
-    tag: str = PydField(default="", pattern=TAG_PATTERN)
-    visibility: Literal["private", "public"] = "private"
-    cow_of: str | None = PydField(
-        default=None, pattern=UUID_PATTERN, description="copy-on-write of this volume"
-    )
-    image: str | None = PydField(
-        default=None, pattern=IMAGE_NAME_PATTERN, description="copy this image into the volume"
-    )
-
-    @model_validator(mode="after")
-    def _one_origin(self) -> VolumeCreate:
-        if self.cow_of is not None and self.image is not None:
-            raise ValueError("give cow_of or image, not both")
-        if self.cow_of is None and self.size_gib is None:
-            raise ValueError("size_gib is required (only cow_of defaults to the source's size)")
-        return self
-
-
-class VolumeUpdate(_Input):
-    """Body of ``PATCH /volumes/{id}``: the owner changes the tag or the visibility."""
-
-    tag: str | None = PydField(default=None, pattern=TAG_PATTERN)
-    visibility: Literal["private", "public"] | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> VolumeUpdate:
-        if self.tag is None and self.visibility is None:
-            raise ValueError("give tag and/or visibility")
-        return self
-
-
-class VolumeListQuery(_Input):
-    tag: str | None = PydField(
-        default=None, max_length=64, description="regular expression searched in the tag"
-    )
-    visibility: Literal["private", "public"] | None = None
-    owner: str | None = PydField(default=None, max_length=64)
-    all: bool = PydField(default=False, description="admins: every owner's volumes")
-
-    @model_validator(mode="after")
-    def _safe_regex(self) -> VolumeListQuery:
-        if self.tag is not None:
-            if _NESTED_QUANTIFIER.search(self.tag):
-                raise ValueError("tag: nested quantifiers are not allowed")
-            try:
-                re.compile(self.tag)
-            except re.error as exc:
-                raise ValueError(f"tag: not a regular expression: {exc}") from exc
-        return self
 
 
 class VolumeAttach(_Input):

@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 from auth.principal import Principal
 from core.idempotency import request_hash
+from core.volume_request import VolumeListQuery, VolumeUpdate
 from site_agent.compute.driver import DiskSpec
 from site_agent.config import QuotaConfig
 from site_agent.volumes.errors import (
@@ -51,10 +52,8 @@ from site_agent.volumes.models import (
     VolumeAttachment,
     VolumeCreate,
     VolumeIdempotency,
-    VolumeListQuery,
     VolumePublic,
     VolumeState,
-    VolumeUpdate,
 )
 from site_agent.volumes.repository import VolumeRepository
 
