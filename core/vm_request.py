@@ -8,7 +8,7 @@ so both validate sizes, names, SSH keys, user data and context the same way.
 from __future__ import annotations
 
 import re
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -85,3 +85,21 @@ class VmRequestBase(BaseModel):
             return None, self.vcpus, self.memory_mib
         itype = INSTANCE_TYPES[self.instance_type or DEFAULT_INSTANCE_TYPE]
         return itype.name, itype.vcpus, itype.memory_mib
+
+
+class VmListQuery(BaseModel):
+    """Query of ``GET /vms``."""
+
+    model_config = ConfigDict(extra="forbid")
+    all: bool = Field(default=False, description="admins: list every owner's VMs")
+    include_done: bool = Field(default=True, description="include finished VMs")
+
+
+class VmShowQuery(BaseModel):
+    """Query of ``GET /vms/{id}``: optionally hold the answer until a state is reached."""
+
+    model_config = ConfigDict(extra="forbid")
+    wait: Literal["running", "ready"] | None = Field(
+        default=None, description="wait until the VM is running (or ready), or terminal"
+    )
+    timeout: float = Field(default=60.0, gt=0, le=600)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,25 +18,11 @@ from broker.models import (
     ConsoleOutput,
 )
 from core.app import RouteSpec
-from core.errors import BadRequest
 from core.http import json_response, read_json, read_query
+from core.idempotency import idempotency_key
+from core.vm_request import VmListQuery, VmShowQuery
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class ListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    all: bool = Field(default=False, description="admins: list every owner's VMs")
-    include_done: bool = Field(default=True, description="include VMs in done/failed/expired")
-
-
-class ShowQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    wait: Literal["running", "ready"] | None = Field(
-        default=None, description="wait until the VM is running (or ready), or terminal"
-    )
-    timeout: float = Field(default=60.0, gt=0, le=600)
 
 
 class SaveAs(BaseModel):
@@ -76,16 +61,14 @@ async def create_vms(request: web.Request) -> web.Response:
     """POST /vms: place, burst or queue; 202 with the VMs (``queued`` ones included)."""
     principal = principal_of(request)
     body = await read_json(request, BrokerVmCreate)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise BadRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
+    key = idempotency_key(request)
     vms = await request.app[BROKER].create(principal, body, key)
     return json_response(BrokerVmList(vms=vms), status=202)
 
 
 async def list_vms(request: web.Request) -> web.Response:
     """GET /vms: every site and cloud asked at once; ``partial`` + ``warnings`` if one is down."""
-    query = read_query(request, ListQuery)
+    query = read_query(request, VmListQuery)
     listing = await request.app[BROKER].list_vms(
         principal_of(request), every_owner=query.all, include_done=query.include_done
     )
@@ -93,7 +76,7 @@ async def list_vms(request: web.Request) -> web.Response:
 
 
 async def show_vm(request: web.Request) -> web.Response:
-    query = read_query(request, ShowQuery)
+    query = read_query(request, VmShowQuery)
     vm = await request.app[BROKER].get(
         principal_of(request), _vm_id(request), wait=query.wait, timeout=query.timeout
     )
@@ -138,7 +121,7 @@ def routes() -> list[RouteSpec]:
     return [
         RouteSpec(
             "GET", "/vms", list_vms, "List the caller's VMs on every site and cloud",
-            response_model=BrokerVmList, query_model=ListQuery, tags=tags,
+            response_model=BrokerVmList, query_model=VmListQuery, tags=tags,
         ),
         RouteSpec(
             "POST", "/vms", create_vms,
@@ -147,7 +130,7 @@ def routes() -> list[RouteSpec]:
         ),
         RouteSpec(
             "GET", "/vms/{vm_id}", show_vm, "Show a VM (optionally wait for running/ready)",
-            response_model=BrokerVmPublic, query_model=ShowQuery, tags=tags,
+            response_model=BrokerVmPublic, query_model=VmShowQuery, tags=tags,
         ),
         RouteSpec(
             "DELETE", "/vms/{vm_id}", kill_vm, "Kill a VM (or cancel a queued request)",

@@ -23,12 +23,12 @@ from broker.volumes import (
     BrokerVolumeShowQuery,
 )
 from core.app import RouteSpec
-from core.errors import BadRequest, NotFound
+from core.errors import NotFound
 from core.http import json_response, read_json, read_query
+from core.idempotency import idempotency_key
 from core.volume_request import VolumeListQuery, VolumeUpdate
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def _volume_id(request: web.Request) -> str:
@@ -39,12 +39,10 @@ def _volume_id(request: web.Request) -> str:
 
 
 async def create_volume(request: web.Request) -> web.Response:
-    """POST /volumes: at ``site`` (or a chosen one); 202; a repeated Idempotency-Key 200s."""
+    """POST /volumes: at ``site`` (or a chosen one); 202, also for a repeated Idempotency-Key."""
     principal = principal_of(request)
     body = await read_json(request, BrokerVolumeCreate)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise BadRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
+    key = idempotency_key(request)
     volume, _ = await request.app[VOLUMES].create(principal, body, key)
     return json_response(volume, status=202)
 

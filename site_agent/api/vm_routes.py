@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +12,7 @@ from core.app import RouteSpec
 from core.errors import NotFound
 from core.http import json_response, read_json, read_query
 from core.idempotency import idempotency_key
+from core.vm_request import VmListQuery, VmShowQuery
 from site_agent.api.keys import LAYOUT, VM_MANAGER
 from site_agent.images.models import SaveAs
 from site_agent.vms.console import read_tail
@@ -28,20 +28,6 @@ from site_agent.vms.models import (
 from site_agent.vms.states import VmState
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-class ListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    all: bool = Field(default=False, description="admins: list every owner's VMs")
-    include_done: bool = Field(default=True, description="include VMs in done/failed")
-
-
-class ShowQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    wait: Literal["running", "ready"] | None = Field(
-        default=None, description="wait until the VM is running (or ready), or terminal"
-    )
-    timeout: float = Field(default=60.0, gt=0, le=600)
 
 
 class StopRequest(BaseModel):
@@ -85,7 +71,7 @@ async def create_vms(request: web.Request) -> web.Response:
 
 async def list_vms(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    query = read_query(request, ListQuery)
+    query = read_query(request, VmListQuery)
     rows = await request.app[VM_MANAGER].list_for(
         principal, every_owner=query.all, include_done=query.include_done
     )
@@ -94,7 +80,7 @@ async def list_vms(request: web.Request) -> web.Response:
 
 async def show_vm(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    query = read_query(request, ShowQuery)
+    query = read_query(request, VmShowQuery)
     manager = request.app[VM_MANAGER]
     vm_id = _vm_id(request)
     if query.wait is None:
@@ -166,7 +152,7 @@ def routes() -> list[RouteSpec]:
             list_vms,
             "List the caller's VMs",
             response_model=VmList,
-            query_model=ListQuery,
+            query_model=VmListQuery,
             tags=tags,
         ),
         RouteSpec(
@@ -185,7 +171,7 @@ def routes() -> list[RouteSpec]:
             show_vm,
             "Show a VM (optionally wait for running/ready)",
             response_model=VmPublic,
-            query_model=ShowQuery,
+            query_model=VmShowQuery,
             tags=tags,
         ),
         RouteSpec(
