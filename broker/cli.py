@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import click
 
-from core.cli import subgroup
-from core.config import ConfigError, load_config
+from core.cli import load_service_config, serve_options, subgroup
 
 
 def register(cli: click.Group) -> None:
@@ -23,32 +21,16 @@ def register(cli: click.Group) -> None:
 
 
 @click.command("broker")
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Broker configuration (TOML); see `stratus config example broker`.",
-)
-@click.option(
-    "--ready-file", type=click.Path(path_type=Path), help="Write the listening URL here once up."
-)
-@click.option(
-    "--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
-)
+@serve_options("broker")
 def serve_broker(config_file: Path, ready_file: Path | None, log_level: str) -> None:
     """Run the federation broker."""
     from broker.config import BrokerConfig
     from broker.server import serve
 
-    try:
-        config = load_config(config_file, BrokerConfig)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    config = load_service_config(config_file, BrokerConfig, log_level)
     problems = config.check_files()
     if problems:
         raise click.ClickException(f"{config_file}: " + "; ".join(problems))
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config, ready_file=ready_file))
 
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from pathlib import Path
 
 import click
 
 from auth.tokens import hash_token
-from core.cli import subgroup
-from core.config import ConfigError, load_config
+from core.cli import load_service_config, serve_options, subgroup
 
 
 def register(cli: click.Group) -> None:
@@ -29,29 +27,13 @@ def register(cli: click.Group) -> None:
 
 
 @click.command("site")
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Site configuration (TOML); see `stratus config example site`.",
-)
-@click.option(
-    "--ready-file", type=click.Path(path_type=Path), help="Write the listening URL here once up."
-)
-@click.option(
-    "--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
-)
+@serve_options("site")
 def serve_site(config_file: Path, ready_file: Path | None, log_level: str) -> None:
     """Run a site agent."""
     from site_agent.config import SiteConfig
     from site_agent.server import serve
 
-    try:
-        config = load_config(config_file, SiteConfig)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_service_config(config_file, SiteConfig, log_level)
     asyncio.run(serve(config, ready_file=ready_file))
 
 
