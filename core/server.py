@@ -27,7 +27,7 @@ async def serve_app(
     """Serve ``app`` until SIGINT/SIGTERM, then clean it up.
 
     With ``port = 0`` the OS chooses; the URL (``http(s)://host:port``) is
-    logged and, if ``ready_file`` is given, written there once listening.
+    logged and, if ``ready_file`` is given, written there (atomically) once listening.
     """
     runner = web.AppRunner(app, access_log=None, **SERVER_LIMITS)
     await runner.setup()
@@ -36,7 +36,10 @@ async def serve_app(
     url = f"{'https' if ssl_context else 'http'}://{bound_host}:{bound_port}"
     log.info("%s listening on %s", label, url)
     if ready_file is not None:
-        ready_file.write_text(url + "\n")
+        # Atomic: whoever waits for the file to exist must never read it half-written.
+        partial = ready_file.with_name(ready_file.name + ".partial")
+        partial.write_text(url + "\n")
+        partial.replace(ready_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
