@@ -3,6 +3,12 @@
 Methods are tried in this order; the FIRST credential present decides (a
 rejected credential is never followed by a fallback to another method):
 
+0. ``Authorization: Stratus-Delegation``: a broker acting for a user
+   (:mod:`auth.delegation`), verified by the configured
+   :class:`~auth.delegation.DelegationVerifier`; it comes before the TLS
+   certificate because a broker may connect with its own certificate, which
+   is not the user's. Without a verifier: 401 "this service does not accept
+   delegated requests";
 1. TLS client certificate (or RFC 3820 proxy) from the connection, already
    verified in the handshake (:mod:`auth.tls`);
 2. client certificate headers from the trusted front proxy, verified here
@@ -18,6 +24,11 @@ registration policy allows it (``auto``, method listed, required group
 present), otherwise 403. Verification always comes first: a rejected
 credential never reaches the store, so it can never create an account.
 Static API tokens name their account in the config and need no store.
+A delegated user is resolved the same way, through THIS service's store and
+registration policy: kind ``x509``/``oidc`` for those login methods, else
+``federated`` (``federated:<broker>:<account>``); the principal's ``method``
+is ``delegated``, its ``via`` the broker's name, and its roles those of the
+local account (the broker's own rights are never passed on).
 
 Caches (all bounded; nothing expensive is redone per request):
 
@@ -28,6 +39,8 @@ Caches (all bounded; nothing expensive is redone per request):
 * verified certificate chains by SHA-256 of the leaf (TLS) or of the
   forwarded headers, until the certificate or VOMS AC expires (5 min max);
 * verified OIDC tokens by SHA-256 of the token, in :class:`~auth.oidc.OidcVerifier`;
+* a delegated request's principal is never cached (its assertion is used
+  once); the broker's verified certificate is, in the verifier;
 * identity -> account for ``principal_cache_seconds`` (account changes such
   as a new role or a disabled account take effect within that time, or at
   once after :meth:`Authenticator.forget`).
@@ -45,11 +58,9 @@ import hashlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Any
 
 import httpx
 from cryptography import x509
@@ -61,11 +72,19 @@ from auth.accounts.store import AccountStore, local_identity
 from auth.cache import TtlCache
 from auth.cadir import TrustStore
 from auth.config import AuthConfig, CrlPolicy, RegistrationConfig, TrustedProxyConfig
+from auth.credentials import (
+    Credentials,
+    VerifiedLogin,
+    X509Settings,
+    credentials_from,
+    is_delegated,
+)
+from auth.delegation import GLOBAL_METHODS, SCHEME, DelegationVerifier
 from auth.dn import common_name
 from auth.errors import AccessDenied, CredentialRejected, HeaderTooLarge, NoCredential
 from auth.oidc import IssuerSource, OidcVerifier
 from auth.principal import Principal, Role
-from auth.tls import PeerCertificates, peer_certificates, server_ssl_context
+from auth.tls import PeerCertificates, server_ssl_context
 from auth.tokens import TokenAuthenticator, TokenEntry
 from auth.voms import VomsAttributes, VomsVerifier
 from auth.x509 import (
@@ -76,6 +95,14 @@ from auth.x509 import (
     proxy_info,
 )
 
+__all__ = [
+    "Authenticator",
+    "Credentials",
+    "VerifiedLogin",
+    "X509Settings",
+    "credentials_from",
+]
+
 log = logging.getLogger(__name__)
 
 CERT_CACHE_SECONDS = 300.0
@@ -83,38 +110,10 @@ CACHE_SIZE = 10_000
 MAX_CHAIN_HEADER = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What a request offers: the TLS peer certificates, the client address, the headers."""
-
-    peer: PeerCertificates | None = None
-    remote: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VerifiedLogin:
-    """A verified credential, before the account lookup."""
-
-    identity: str
-    kind: IdentityKind
-    method: str
-    suggested_name: str
-    display_name: str = ""
-    groups: frozenset[str] = frozenset()
-    admin_groups: frozenset[str] = frozenset()
-    fqans: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class X509Settings:
-    """What the certificate paths need: trust, policy, and the proxy rules."""
-
-    trust: TrustStore
-    crl_policy: CrlPolicy
-    accept_proxies: bool = True
-    accept_limited: bool = False
-    max_proxy_depth: int = 10
+def _dn_common_name(dn: str) -> str:
+    """The last ``CN=`` value of a grid DN string (``/DC=org/CN=Jane Doe`` -> ``Jane Doe``)."""
+    _, found, rest = dn.rpartition("/CN=")
+    return rest.split("/", 1)[0] if found else ""
 
 
 def _www_methods(x509_on: bool, bearer: bool, basic: bool) -> str:
@@ -146,9 +145,14 @@ class Authenticator:
         max_authorization_header: int = 16 * 1024,
         server_context_factory: Callable[[], ssl.SSLContext] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        delegation: DelegationVerifier | None = None,
     ) -> None:
-        if accounts is None and (x509_settings is not None or oidc is not None or passwords):
-            raise ValueError("certificate, OIDC and password logins need an account store")
+        if accounts is None and (
+            x509_settings is not None or oidc is not None or passwords or delegation is not None
+        ):
+            raise ValueError(
+                "certificate, OIDC, password and delegated logins need an account store"
+            )
         if trusted_proxy is not None and x509_settings is None:
             raise ValueError("the trusted proxy mode needs the x509 settings (CA directory)")
         self._accounts = accounts
@@ -172,6 +176,7 @@ class Authenticator:
         self._voms = voms
         self._oidc = oidc
         self._passwords = passwords
+        self._delegation = delegation
         self._registration = registration or RegistrationConfig()
         self._principal_ttl = principal_cache_seconds
         self._max_header = max_authorization_header
@@ -198,12 +203,15 @@ class Authenticator:
         accounts: AccountStore | None = None,
         oidc_source: IssuerSource | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        delegation: DelegationVerifier | None = None,
     ) -> Authenticator:
         """Build everything ``config`` enables, reading the CA directory and vomsdir once.
 
         ``engine`` (or a ready ``accounts`` store) is required when X.509,
         OIDC or passwords are enabled. ``oidc_source``/``transport`` replace
-        the HTTP client used for the issuers (tests).
+        the HTTP client used for the issuers (tests). ``delegation`` (built by
+        the site from its ``[federation]`` section,
+        :meth:`DelegationVerifier.for_site`) enables delegated requests.
         """
         if accounts is None and engine is not None:
             accounts = AccountStore(engine, min_password_length=config.passwords.min_length)
@@ -267,6 +275,7 @@ class Authenticator:
             principal_cache_seconds=config.principal_cache_seconds,
             max_authorization_header=config.max_authorization_header,
             server_context_factory=factory,
+            delegation=delegation,
         )
 
     def server_ssl_context(self) -> ssl.SSLContext | None:
@@ -284,6 +293,11 @@ class Authenticator:
     def oidc(self) -> OidcVerifier | None:
         return self._oidc
 
+    @property
+    def accepts_delegation(self) -> bool:
+        """True if delegated requests are verified here (else they get a 401)."""
+        return self._delegation is not None
+
     async def aclose(self) -> None:
         """Close outbound connections (the OIDC client)."""
         if self._oidc is not None:
@@ -294,6 +308,8 @@ class Authenticator:
     async def authenticate(self, credentials: Credentials) -> Principal:
         """The principal for ``credentials``; raises an ``AuthError`` subclass otherwise."""
         headers = credentials.headers
+        if is_delegated(headers):
+            return await self._delegated(headers["Authorization"], credentials)
         if credentials.peer is not None and self._x509 is not None:
             key = b"tls:" + hashlib.sha256(credentials.peer.leaf).digest()
             now = self._clock()
@@ -476,6 +492,43 @@ class Authenticator:
             ),
         )
 
+    # --- delegation ---------------------------------------------------------------------
+
+    async def _delegated(self, authorization: str, credentials: Credentials) -> Principal:
+        """The principal of a broker's delegated request (never cached: one-use assertion)."""
+        if self._delegation is None:
+            raise CredentialRejected("this service does not accept delegated requests")
+        if len(authorization) > self._max_header:
+            raise HeaderTooLarge(f"Authorization header larger than {self._max_header} bytes")
+        assertion = authorization.strip().partition(" ")[2].strip()
+        if not assertion:
+            raise CredentialRejected(f"empty {SCHEME} credential")
+        delegation = self._delegation.check(
+            assertion,
+            method=credentials.method,
+            target=credentials.target,
+            body=credentials.body,
+        )
+        user = delegation.user
+        kind = IdentityKind.FEDERATED
+        if user.method in GLOBAL_METHODS:
+            kind = IdentityKind(user.method)
+        # A new account is named as a direct login would name it (the certificate's CN),
+        # else as the broker names the user.
+        cn = _dn_common_name(user.identity) if kind is IdentityKind.X509 else ""
+        return await self._resolve(
+            VerifiedLogin(
+                identity=user.identity,
+                kind=kind,
+                method="delegated",
+                suggested_name=cn or user.account,
+                display_name=cn,
+                groups=user.groups,
+                fqans=user.fqans,
+                via=delegation.broker,
+            )
+        )
+
     # --- accounts -------------------------------------------------------------------
 
     async def _resolve(self, login: VerifiedLogin) -> Principal:
@@ -523,6 +576,7 @@ class Authenticator:
             roles=frozenset(roles),
             admin_groups=admin_groups,
             fqans=login.fqans,
+            via=login.via,
         )
 
     def forget(self, identity: str | None = None) -> None:
@@ -532,14 +586,3 @@ class Authenticator:
             self._account_cache.clear()
         else:
             self._account_cache.pop(identity)
-
-
-def credentials_from(request: Any) -> Credentials:
-    """The credentials of an aiohttp request (TLS peer chain, remote address, headers)."""
-    transport = request.transport
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    return Credentials(
-        peer=peer_certificates(ssl_object),
-        remote=request.remote,
-        headers=request.headers,
-    )

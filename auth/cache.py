@@ -1,8 +1,11 @@
-"""A small size-bounded LRU cache whose entries expire at a given (monotonic) time."""
+"""Small bounded caches: an LRU whose entries expire, and a set of one-use ids (replay guard)."""
 
 from __future__ import annotations
 
+import heapq
+import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -50,3 +53,50 @@ class TtlCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class ReplayCacheFull(Exception):
+    """Every slot of a :class:`SeenIds` holds an id that has not expired yet."""
+
+
+class SeenIds:
+    """One-use ids (JWT ``jti``) remembered until they expire, at most ``max_size`` at once.
+
+    :meth:`first_use` records an id and says whether it was new. An id is
+    never forgotten before its expiry, not even under pressure: when every
+    slot holds a live id the cache refuses new ones (:class:`ReplayCacheFull`)
+    rather than evicting one that could then be replayed. Expired ids are
+    purged (oldest expiry first) on every call. Thread-safe; each call takes
+    a short lock and never blocks otherwise.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        if max_size < 1:
+            raise ValueError("a replay cache needs at least one slot")
+        self._max = max_size
+        self._expiry: dict[Hashable, float] = {}
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def first_use(self, key: Hashable, expires: float, now: float) -> bool:
+        """Record ``key`` until ``expires``; False if it is already recorded (a replay)."""
+        with self._lock:
+            self._purge(now)
+            if key in self._expiry:
+                return False
+            if len(self._expiry) >= self._max:
+                raise ReplayCacheFull(f"{self._max} one-use ids are live")
+            self._expiry[key] = expires
+            self._counter += 1
+            heapq.heappush(self._heap, (expires, self._counter, key))
+            return True
+
+    def _purge(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] < now:
+            _, _, key = heapq.heappop(heap)
+            self._expiry.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._expiry)

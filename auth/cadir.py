@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from OpenSSL import crypto
 
 from auth.config import CrlPolicy
@@ -135,6 +137,46 @@ class TrustStore:
         )
         return store
 
+    @classmethod
+    def load_file(cls, path: Path) -> TrustStore:
+        """Trust the CA certificates of one PEM bundle (plus any ``X509 CRL`` blocks in it).
+
+        What ``ssl.create_default_context(cafile=...)`` trusts, for
+        verification in Python. A CRL is kept only when a CA of the bundle
+        signed it. Raises ``FileNotFoundError`` if the file does not exist
+        and ``ValueError`` if it holds no certificate.
+        """
+        data = path.read_bytes()
+        certs = []
+        # One block at a time: an odd certificate of a system bundle (e.g. a negative
+        # serial number, which cryptography warns about) must not make the others unusable.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            for block in _pem_blocks(data, b"CERTIFICATE"):
+                try:
+                    certs.append(x509.load_pem_x509_certificate(block))
+                except ValueError as exc:
+                    log.warning("skipping unreadable certificate in %s: %s", path, exc)
+        if not certs:
+            raise ValueError(f"{path} holds no PEM certificate")
+        store = cls(ca_dir=path, cas=certs)
+        for block in _pem_blocks(data, b"X509 CRL"):
+            try:
+                crl = x509.load_pem_x509_crl(block)
+            except ValueError as exc:
+                log.warning("skipping unreadable CRL in %s: %s", path, exc)
+                continue
+            if not any(signed_by(crl, ca) for ca in certs if ca.subject == crl.issuer):
+                log.warning("skipping CRL in %s: not signed by a CA of the file", path)
+                continue
+            store.crls.setdefault(crl.issuer.public_bytes(), []).append(crl)
+        return store
+
+    @classmethod
+    def load_path(cls, path: Path) -> TrustStore:
+        """A hashed CA directory (:meth:`load`) or a PEM bundle file (:meth:`load_file`)."""
+        return cls.load(path) if path.is_dir() else cls.load_file(path)
+
     def openssl_store(self, policy: CrlPolicy, *, allow_proxies: bool = True) -> crypto.X509Store:
         """The pyOpenSSL store for ``policy`` (built on first use, then shared).
 
@@ -201,6 +243,17 @@ class TrustStore:
                     raise CredentialRejected(
                         f"certificate {grid_dn(cert.subject)} has been revoked"
                     )
+
+
+def _pem_blocks(data: bytes, label: bytes) -> list[bytes]:
+    """The ``-----BEGIN <label>-----`` ... ``-----END <label>-----`` blocks of ``data``."""
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    blocks = []
+    for chunk in data.split(begin)[1:]:
+        stop = chunk.find(end)
+        if stop >= 0:
+            blocks.append(begin + chunk[: stop + len(end)] + b"\n")
+    return blocks
 
 
 def _crl_current(crl: x509.CertificateRevocationList, now: datetime) -> bool:

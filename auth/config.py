@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from auth.principal import Role
 
 JwtAlgorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
-RegistrationMethod = Literal["x509", "oidc"]
+RegistrationMethod = Literal["x509", "oidc", "federated"]
 
 ALLOWED_JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = get_args(JwtAlgorithm)
 """The only JWT signature algorithms ever accepted (no ``none``, no HMAC)."""
@@ -51,7 +51,7 @@ def _all_algorithms() -> list[JwtAlgorithm]:
 
 
 def _all_methods() -> list[RegistrationMethod]:
-    return ["x509", "oidc"]
+    return ["x509", "oidc", "federated"]
 
 
 class _Strict(BaseModel):
@@ -193,7 +193,9 @@ class RegistrationConfig(_Strict):
 
     With ``auto`` an account named after the identity (the certificate CN,
     the OIDC ``preferred_username``...) is created on first login for the
-    ``methods`` listed, provided the credential carries one of
+    ``methods`` listed (``federated``: a user the trusted broker vouches
+    for by delegation whose identity is the broker's own, see
+    :mod:`auth.delegation`), provided the credential carries one of
     ``require_groups`` when that list is not empty. Otherwise the request is
     refused with 403 until an admin links the identity to an account. A
     credential that fails verification never creates anything.

@@ -15,6 +15,13 @@ handler (``require_admin`` and friends) become JSON error bodies: 401 with a
 ``WWW-Authenticate`` header, 403, or 503; the message names the problem and
 never contains the credential.
 
+Delegated requests (``Authorization: Stratus-Delegation``, a broker acting
+for a user, :mod:`auth.delegation`): the assertion is bound to the method,
+the path and query as sent, and the SHA-256 of the body, so for that scheme
+only (and only when the authenticator accepts delegation) the middleware
+reads the body first (:func:`core.http.read_body`: bounded by the app's
+``client_max_size``, 413 beyond; the bytes stay cached for the handler).
+
 Header sizes: aiohttp refuses header lines above ``max_field_size`` (8190
 bytes by default) with a 400 before any middleware runs. Tokens with many
 group claims can be larger, so run the server with
@@ -27,15 +34,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from auth.authenticator import Authenticator, credentials_from
+from auth.authenticator import Authenticator
+from auth.credentials import Credentials, credentials_from, is_delegated
 from auth.errors import AuthError, to_stratus_error
 from auth.principal import Principal
 from auth.request import PRINCIPAL_KEY, principal_of
 from core.app import Handler, is_public
+from core.http import read_body
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +82,8 @@ def auth_middleware(authenticator: Authenticator) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if not is_public(request):
-                request[PRINCIPAL] = await authenticator.authenticate(credentials_from(request))
+                credentials = await _credentials(request, authenticator)
+                request[PRINCIPAL] = await authenticator.authenticate(credentials)
             return await handler(request)
         except AuthError as exc:
             log.info(
@@ -86,6 +97,15 @@ def auth_middleware(authenticator: Authenticator) -> Middleware:
             return auth_error_response(exc)
 
     return middleware
+
+
+async def _credentials(request: web.Request, authenticator: Authenticator) -> Credentials:
+    credentials = credentials_from(request)
+    if authenticator.accepts_delegation and is_delegated(request.headers):
+        # Bounded by client_max_size (413), complete within BODY_SECONDS (400); aiohttp
+        # caches the bytes, so the handler reads the same body again.
+        credentials = replace(credentials, body=await read_body(request))
+    return credentials
 
 
 def install_authenticator(app: web.Application, authenticator: Authenticator) -> None:

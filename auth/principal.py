@@ -24,15 +24,19 @@ class Principal:
     ``admin_groups`` are the groups this caller administers (a subset of
     ``groups``; from a VOMS/OIDC admin role or a local admin membership).
     ``fqans`` are the VOMS FQANs of the credential, in the AC's order.
+    ``via`` is the name of the broker that acts for this user (a delegated
+    request, :mod:`auth.delegation`; ``method`` is then ``delegated``), or
+    None when the user called the service directly.
     """
 
     account: str
     identity: str
-    method: str  # token | x509 | oidc | password
+    method: str  # token | x509 | oidc | password | delegated
     groups: frozenset[str] = field(default_factory=frozenset)
     roles: frozenset[Role] = field(default_factory=lambda: frozenset({Role.USER}))
     admin_groups: frozenset[str] = field(default_factory=frozenset)
     fqans: tuple[str, ...] = ()
+    via: str | None = None
 
     @property
     def is_admin(self) -> bool:

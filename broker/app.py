@@ -1,16 +1,17 @@
-"""The broker application: config, database, authentication, the site registry and the broker.
+"""The broker application: config, database, authentication, providers and the broker.
 
-Start-up order (``cleanup_ctx``): state directory and database, the HTTP
-client for site calls, placer, site registry (public cloud providers),
-broker (restores sites and the queue from the database), the volume and
-network services (``/volumes``, ``/networks``), then the monitor
-(site staleness, queue) and the orphan sweeper tasks.  Shutdown reverses it.
+Start-up order (``cleanup_ctx``): state directory and database; the one
+HTTP client for calls to sites (a keep-alive pool shared by every site's
+:class:`~federation.providers.site_api.SiteApi`) and the delegation signer
+(the broker's ``[tls]`` certificate and key sign each call made for a user);
+the public cloud providers; placer and site registry; the broker (restores
+sites and the queue from the database), then its background tasks (site
+staleness, the queue, the orphan sweep). Shutdown reverses it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -21,22 +22,27 @@ from aiohttp import web
 from auth.authenticator import Authenticator
 from auth.cadir import TrustStore
 from auth.config import CrlPolicy
+from auth.delegation import DelegationSigner
 from auth.middleware import auth_middleware, install_authenticator
 from auth.oidc import IssuerSource
 from auth.routes import account_routes
-from broker.api import network_routes, site_routes, vm_routes, volume_routes
-from broker.api.keys import BROKER, CONFIG, NETWORKS, SITE_TRUST, VOLUMES
+from broker.api import disks, images, networks, sites, vms, volumes
+from broker.api.keys import BROKER, CONFIG, SITE_TRUST
 from broker.api.middleware import broker_error_middleware
 from broker.config import BrokerConfig, SiteClientSection
-from broker.networks import NetworkService
+from broker.runtime import Runtime
 from broker.service import Broker
-from broker.sites import SiteRegistry
-from broker.store import BrokerStore
-from broker.volumes import VolumeService
+from broker.sites.registry import SiteFactory, SiteRegistry
+from broker.sites.store import SiteStore
+from broker.vms.store import VmStore
+from broker.volumes.store import VolumeStore
 from core.app import make_app
 from core.db import create_tables, make_engine
 from federation.placement import Placer
 from federation.providers.base import ComputeProvider
+from federation.providers.cloud import LibcloudProvider
+from federation.providers.peer import PeerSiteProvider
+from federation.providers.site_api import SiteApi
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,43 @@ def site_client_ssl(section: SiteClientSection) -> ssl.SSLContext | bool:
     return context
 
 
+def default_clouds(config: BrokerConfig) -> dict[str, ComputeProvider]:
+    """A :class:`LibcloudProvider` per ``[[clouds]]`` entry."""
+    retry = config.broker.retry.policy()
+    return {
+        c.name: LibcloudProvider(
+            c.public_cloud(), retry=retry, timeout=config.broker.site_timeout_seconds
+        )
+        for c in config.clouds
+    }
+
+
+def delegation_signer(config: BrokerConfig) -> DelegationSigner | None:
+    """The signer of calls made for users: the broker's ``[tls]`` certificate and key.
+
+    Without ``[tls]`` the broker cannot act for users at sites: its calls
+    there are made with its own token only.
+    """
+    if config.tls is None:
+        return None
+    return DelegationSigner.from_files(
+        broker=config.broker.name, cert=config.tls.cert, key=config.tls.key
+    )
+
+
+def site_factory(
+    config: BrokerConfig, client: httpx.AsyncClient, signer: DelegationSigner | None
+) -> SiteFactory:
+    """How the registry makes a site's provider from its heartbeat's URL."""
+    retry = config.broker.retry.policy()
+
+    def make(name: str, base_url: str, token: str) -> ComputeProvider:
+        api = SiteApi(name, client, base_url=base_url, token=token, signer=signer, retry=retry)
+        return PeerSiteProvider(name, api, broker=config.broker.name)
+
+    return make
+
+
 def build_broker_app(
     config: BrokerConfig,
     *,
@@ -73,10 +116,12 @@ def build_broker_app(
     authenticator = Authenticator.from_config(config.auth, engine=engine, oidc_source=oidc_source)
     app = make_app(
         [
-            *vm_routes.routes(),
-            *volume_routes.routes(),
-            *network_routes.routes(),
-            *site_routes.routes(),
+            *vms.routes(),
+            *disks.routes(),
+            *volumes.routes(),
+            *networks.routes(),
+            *images.routes(),
+            *sites.routes(),
             *account_routes(),
         ],
         title=f"Stratus broker ({config.broker.name})",
@@ -99,25 +144,32 @@ def build_broker_app(
             verify=site_client_ssl(config.site_client),
             transport=site_transport,
         )
+        signer = delegation_signer(config)
         placer = Placer(
             config.ranking.weights(),
             max_candidates=config.broker.max_candidates,
             heartbeat_timeout=config.broker.heartbeat_timeout_seconds,
         )
-        registry = SiteRegistry(config, placer, client, cloud_factory=cloud_factory)
-        broker = Broker(config, BrokerStore(engine), registry, placer, config.burst_policy())
+        registry = SiteRegistry(
+            config,
+            placer,
+            site_factory=site_factory(config, client, signer),
+            clouds=(cloud_factory or default_clouds)(config),
+        )
+        runtime = Runtime(
+            config=config,
+            registry=registry,
+            placer=placer,
+            policy=config.burst_policy(),
+            vms=VmStore(engine),
+            volumes=VolumeStore(engine),
+            sites=SiteStore(engine),
+        )
+        broker = Broker(runtime)
         await broker.start()
         app[BROKER] = broker
-        app[VOLUMES] = VolumeService(broker)
-        app[NETWORKS] = NetworkService(broker)
-        tasks = [asyncio.create_task(broker.run_monitor())]
-        tasks.append(asyncio.create_task(broker.run_sweeper()))
+        broker.start_background()
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await broker.close()
         await registry.aclose()
         await client.aclose()

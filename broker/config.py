@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -84,8 +83,10 @@ class SiteClientSection(StrictModel):
 class TrustedSite(StrictModel):
     """A site allowed to register: its certificate DN, and the broker's token at the site.
 
-    The token (plain text, or in ``token_file``) authenticates the broker to
-    the site's API; the site stores only its hash, with ``admin = true``.
+    The token (plain text, or in ``token_file``) authenticates the broker's
+    own account to the site's API (its background work, e.g. the orphan
+    sweep); the site stores only its hash, with ``admin = true``. Calls made
+    for a user are signed delegations instead (``[tls]``).
     """
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -260,14 +261,6 @@ def _readable(path: Path) -> bool:
     return True
 
 
-def check_url(value: str) -> str:
-    """``value`` if it is an absolute http(s) URL, else ``ValueError``."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an absolute http(s) URL")
-    return value.rstrip("/")
-
-
 EXAMPLE_BROKER_CONFIG = """\
 # Stratus broker configuration (TOML). Reference: docs/federation.md
 
@@ -292,7 +285,10 @@ initial_wait_seconds = 0.2
 max_wait_seconds = 5
 
 # HTTPS listener. Sites register over mutual TLS: their certificate must
-# verify against ca_dir and its DN be listed in [[trusted_sites]].
+# verify against ca_dir and its DN be listed in [[trusted_sites]]. cert and
+# key also sign the delegation assertions with which the broker acts at a
+# site for the user it authenticated (the site checks them against its
+# [federation] ca; docs/authentication.md).
 [tls]
 cert = "/etc/grid-security/hostcert.pem"
 key = "/etc/grid-security/hostkey.pem"
@@ -303,8 +299,10 @@ crl_policy = "strict"
 [site_client]
 # ca_file = "/etc/stratus/site-cas.pem"
 
-# One entry per site allowed to join. `token` is the broker's API token at
-# that site (the site config holds its hash, with admin = true).
+# One entry per site allowed to join. `token` is the broker's own API token
+# at that site (the site config holds its hash, with admin = true), used for
+# the broker's background work (the orphan sweep); calls made for users are
+# made as those users.
 [[trusted_sites]]
 name = "site-a"
 dn = "/DC=org/DC=example/CN=site-a.example.org"

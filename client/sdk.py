@@ -11,9 +11,7 @@ raise :class:`client.errors.ApiError` carrying the service's error code.
 
 from __future__ import annotations
 
-import ssl
 import uuid
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +19,8 @@ from urllib.parse import quote
 import httpx
 
 from client.config import Endpoint
-from client.errors import ApiError, ClientConfigError, ConnectionFailed
+from client.errors import ConnectionFailed
+from client.transport import api_error, tls_context
 
 API = "/api/v1"
 
@@ -79,7 +78,7 @@ class StratusClient:
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"cannot reach {self._http.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            raise _api_error(response)
+            raise api_error(response)
         return response.json() if response.content else None
 
     # --- VMs ---------------------------------------------------------------
@@ -153,20 +152,34 @@ class StratusClient:
         return health
 
     def list_images(self) -> list[dict[str, Any]]:
-        images: list[dict[str, Any]] = self.request("GET", "/images")["images"]
-        return images
+        return self.list_images_with_warnings()[0]
+
+    def list_images_with_warnings(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Images and the listing's warnings (a broker lists every site's, with ``sites``)."""
+        body = self.request("GET", "/images")
+        return list(body["images"]), [str(w) for w in body.get("warnings", [])]
 
     def register_image(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Register an image by URL (``docs/images.md``); it is downloaded on first use."""
+        """Register an image by URL (``docs/images.md``); it is downloaded on first use.
+
+        At a broker ``spec`` also says where: ``site`` or ``all_sites: true``."""
         image: dict[str, Any] = self.request("POST", "/images", json=spec)
         return image
 
-    def get_image(self, name: str) -> dict[str, Any]:
-        image: dict[str, Any] = self.request("GET", f"/images/{quote(name, safe='')}")
+    def get_image(self, name: str, *, site: str | None = None) -> dict[str, Any]:
+        """One image; ``site``: the image of that site (brokers)."""
+        params = {"site": site} if site is not None else {}
+        image: dict[str, Any] = self.request(
+            "GET", f"/images/{quote(name, safe='')}", params=params
+        )
         return image
 
-    def delete_image(self, name: str) -> dict[str, Any]:
-        deleted: dict[str, Any] = self.request("DELETE", f"/images/{quote(name, safe='')}")
+    def delete_image(self, name: str, *, site: str | None = None) -> dict[str, Any]:
+        """Delete an image; ``site``: at that site (brokers, when several have it)."""
+        params = {"site": site} if site is not None else {}
+        deleted: dict[str, Any] = self.request(
+            "DELETE", f"/images/{quote(name, safe='')}", params=params
+        )
         return deleted
 
     def whoami(self) -> dict[str, Any]:
@@ -348,41 +361,3 @@ class StratusClient:
     def list_hosts(self) -> list[dict[str, Any]]:
         hosts: list[dict[str, Any]] = self.request("GET", "/hosts")["hosts"]
         return hosts
-
-
-def tls_context(cert: str | None, ca: str | None) -> ssl.SSLContext:
-    """Client TLS: trust ``ca`` (a CA file, or an IGTF-style hashed directory) or the system
-    store; present ``cert`` (a PEM with certificate, key and chain: a grid proxy works)."""
-    context = ssl.create_default_context()
-    if ca is not None:
-        try:
-            if Path(ca).is_dir():
-                context.load_verify_locations(capath=ca)
-            else:
-                context.load_verify_locations(cafile=ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ClientConfigError(f"cannot load CA certificates from {ca}: {exc}") from exc
-    if cert is not None:
-        try:
-            context.load_cert_chain(cert)
-        except (OSError, ssl.SSLError) as exc:
-            raise ClientConfigError(f"cannot load certificate {cert}: {exc}") from exc
-    return context
-
-
-def _api_error(response: httpx.Response) -> ApiError:
-    try:
-        error = response.json()["error"]
-        return ApiError(
-            response.status_code,
-            str(error.get("code", "error")),
-            str(error.get("message", "")),
-            error.get("details"),
-        )
-    except (ValueError, KeyError, TypeError):
-        text = (
-            response.text.strip().splitlines()[0]
-            if response.text.strip()
-            else response.reason_phrase
-        )
-        return ApiError(response.status_code, "http_error", text[:200])

@@ -48,8 +48,12 @@ class RouteSpec:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _error_body(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def _error_body(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
 
 
 @web.middleware
@@ -70,7 +74,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.status, "http_error"
         )
         message = exc.reason if exc.status != 404 else f"no such path: {request.path}"
-        return _error_body(exc.status, code, message)
+        # 405 must say which methods the path takes (RFC 9110 15.5.6).
+        allow = exc.headers.get("Allow")
+        if exc.status == 405 and allow is not None:
+            message = f"{request.method} is not allowed on {request.path}; allowed: {allow}"
+        return _error_body(exc.status, code, message, {"Allow": allow} if allow else None)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_body(500, "internal_error", "internal error; see the service log")

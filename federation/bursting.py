@@ -14,14 +14,17 @@ and a ``reason`` sentence for the VM's events.  The checks, in order:
 2. the request asked to wait -> queue;
 3. the request is ``confidential`` -> never burst (``when_denied``);
 4. the request is pinned to sites (``site in [...]`` or a named site) -> never burst;
-5. the user opted out (``allow_burst=False``) -> ``when_denied``;
-6. neither the user nor one of their VOs/groups is allowed to burst -> ``when_denied``;
-7. no configured cloud maps the image and has a size for the request -> ``when_denied``;
-8. the estimated cost (size price x ``expected_hours``, default
+5. the request needs Stratus site resources a public cloud does not have (a
+   named address pool, an address, host tags, static disks) -> never burst
+   (a cloud would refuse it: 422 ``not_supported_by_cloud``);
+6. the user opted out (``allow_burst=False``) -> ``when_denied``;
+7. neither the user nor one of their VOs/groups is allowed to burst -> ``when_denied``;
+8. no configured cloud maps the image and has a size for the request -> ``when_denied``;
+9. the estimated cost (size price x ``expected_hours``, default
    ``default_hours``) does not fit in what is left of the budget for the
    current period -> ``when_denied``;
-9. otherwise burst, to the cheapest cloud that can serve it (ties by name),
-   with the other affordable clouds as fallbacks (``offers``).
+10. otherwise burst, to the cheapest cloud that can serve it (ties by name),
+    with the other affordable clouds as fallbacks (``offers``).
 
 The policy is pure: the money already spent in the period comes in as an
 argument (the broker sums it from its database, or uses :class:`BurstBudget`).
@@ -40,6 +43,20 @@ from federation.model import (
     PlacementRequest,
     PublicCloudConfig,
 )
+
+
+def site_resources(request: PlacementRequest) -> str:
+    """What of ``request`` only a Stratus site can give ("" if nothing), for the reason."""
+    needs = []
+    if request.network is not None:
+        needs.append(f"pool {request.network}")
+    if request.address is not None:
+        needs.append(f"address {request.address}")
+    if request.host_tags:
+        needs.append("host tags " + ", ".join(sorted(request.host_tags)))
+    if request.static_images:
+        needs.append("static disks " + ", ".join(sorted(request.static_images)))
+    return "; ".join(needs)
 
 
 class BurstAction(StrEnum):
@@ -170,6 +187,11 @@ class BurstPolicy:
         if request.sites is not None:
             return self._denied(
                 f"the request is pinned to sites [{', '.join(request.sites)}]; never burst"
+            )
+        needs = site_resources(request)
+        if needs:
+            return self._denied(
+                f"the request needs site resources a public cloud does not have ({needs})"
             )
         if not request.allow_burst:
             return self._denied("the user opted out of bursting for this request")

@@ -9,11 +9,14 @@ Exception tree (with the HTTP status :func:`to_stratus_error` gives)::
     ├── AllAttemptsFailed        every candidate refused or failed       409/503
     ├── ProviderError            raised by ComputeProvider implementations
     │   ├── SiteRefused          the site/cloud answered no (capacity, quota,
-    │   │                        unknown image or size)                    409
+    │   │                        unknown image or size, a bad request); the
+    │   │                        site's own 4xx status and code are kept   4xx
     │   ├── SiteFailed           the site/cloud is broken or unreachable
     │   │                        (timeout, 5xx or throttled after retries,
     │   │                        malformed answer)                         503
-    │   └── VMNotFound           the provider does not know this VM id     404
+    │   ├── ProviderNotFound     the provider does not know this id        404
+    │   └── OperationNotSupported the provider does not offer this
+    │                            optional operation                         409
     └── QueueError               unknown or no longer waiting queue entry  404
 
 Third-party errors (httpx, libcloud, requests) are translated into these at
@@ -116,7 +119,16 @@ class SiteRefused(ProviderError):
 
     A refusal is final for this request at this site: retrying the same site
     will not help, the next candidate should be tried.  Nothing was created.
+    ``status`` and ``code`` are the provider's answer (a site's 4xx and its
+    error code), so a forwarded operation can report them as they are.
     """
+
+    def __init__(
+        self, site: str, reason: str, *, status: int = 409, code: str = "site_refused"
+    ) -> None:
+        super().__init__(site, reason)
+        self.status = status
+        self.code = code
 
 
 class SiteFailed(ProviderError):
@@ -127,8 +139,16 @@ class SiteFailed(ProviderError):
     """
 
 
-class VMNotFound(ProviderError):
-    """The provider has no VM with this id."""
+class ProviderNotFound(ProviderError):
+    """The provider has no VM (volume, image...) with this id, or not for this user."""
+
+
+class OperationNotSupported(ProviderError):
+    """The provider does not offer this optional operation (``operation`` names it)."""
+
+    def __init__(self, site: str, operation: str) -> None:
+        super().__init__(site, f"{operation} is not supported by {site}")
+        self.operation = operation
 
 
 class QueueError(FederationError):
@@ -140,7 +160,8 @@ def to_stratus_error(exc: FederationError) -> StratusError:
 
     ``PlacementError`` -> 409 ``placement_failed`` with ``details={"sites": {site: reason}}``;
     ``AllAttemptsFailed`` -> 409 when every site refused, else 503, with the attempts;
-    ``InvalidConstraint`` -> 400; ``VMNotFound`` -> 404; ``SiteRefused`` -> 409;
+    ``InvalidConstraint`` -> 400; ``ProviderNotFound`` -> 404; ``SiteRefused`` -> the
+    provider's 4xx status and code; ``OperationNotSupported`` -> 409 ``not_supported``;
     ``SiteFailed`` -> 503; ``QueueError`` -> 404.
     """
     details: Any
@@ -158,10 +179,14 @@ def to_stratus_error(exc: FederationError) -> StratusError:
     if isinstance(exc, InvalidConstraint):
         details = {"constraint": exc.text, "position": exc.position}
         return BadRequest(str(exc), details=details, code="invalid_constraint")
-    if isinstance(exc, VMNotFound):
+    if isinstance(exc, ProviderNotFound):
         return NotFound(str(exc))
+    if isinstance(exc, OperationNotSupported):
+        return Conflict(str(exc), details={"site": exc.site}, code="not_supported")
     if isinstance(exc, SiteRefused):
-        return Conflict(str(exc), details={"site": exc.site}, code="site_refused")
+        error = StratusError(str(exc), details={"site": exc.site}, code=exc.code)
+        error.status = exc.status if 400 <= exc.status < 500 else 409
+        return error
     if isinstance(exc, SiteFailed):
         return Unavailable(str(exc), details={"site": exc.site}, code="site_failed")
     if isinstance(exc, QueueError):

@@ -1,11 +1,14 @@
 """Typed value objects of placement: what sites offer, what a request needs, what was decided.
 
 * :class:`SiteCapacity` is what a site reports in its heartbeat: the free CPUs
-  and RAM of each of its hypervisor hosts, its image cache, free addresses per
-  network type, which VOs may use it, its location tags and its price.
-* :class:`PlacementRequest` is what one VM needs, with the user's constraints
-  (``site in [...]``, location tags that must match) and preferences
-  (preferred sites, where the data lives).
+  and RAM (and the tags) of each of its hypervisor hosts, its image cache, its
+  address pools and free addresses per network type, which VOs may use it,
+  its location tags and its price (built from the heartbeat by
+  :func:`federation.capacity.capacity_from_report`).
+* :class:`PlacementRequest` is what one VM needs (size, image, static disks,
+  a named pool or a pool type, an address, host tags), with the user's
+  constraints (``site in [...]``, location tags that must match) and
+  preferences (preferred sites, where the data lives).
 * :class:`PlacementDecision` is the :class:`~federation.placement.Placer`'s
   answer: candidates best first, and why other sites were rejected.
 * :class:`PublicCloudConfig` describes a public cloud used for bursting.
@@ -17,18 +20,16 @@ own list afterwards changes nothing here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from core.resources.networks import POOL_NAME_PATTERN, NetworkType
 
-class NetworkType(StrEnum):
-    """The three address pools of a Stratus site."""
-
-    PUBLIC = "public"
-    LOCAL = "local"
-    PRIVATE = "private"
+_POOL_NAME = re.compile(POOL_NAME_PATTERN)
 
 
 class RejectCode(StrEnum):
@@ -41,8 +42,13 @@ class RejectCode(StrEnum):
     VO_NOT_ALLOWED = "vo_not_allowed"  # none of the user's VOs/groups may use the site
     LOCATION = "location"  # a ``tag == value`` constraint does not match the site's tags
     NETWORK = "network"  # no free address of the requested network type
+    NO_POOL = "no_pool"  # no pool of the requested name (or it is of another type)
+    NO_FREE_ADDRESS = "no_free_address"  # the named pool has no free address
+    ADDRESS = "address"  # the requested address is not in the pool's CIDR
     IMAGE = "image"  # image neither cached nor fetchable
-    CAPACITY = "capacity"  # no single host has enough free CPUs and RAM at once
+    STATIC_IMAGE = "static_image"  # an image asked for as a static disk is not available
+    HOST_TAGS = "host_tags"  # no host carries every requested tag
+    CAPACITY = "capacity"  # no single host (with the tags) has enough free CPUs and RAM
 
 
 @dataclass(frozen=True)
@@ -58,14 +64,36 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class HostCapacity:
-    """Free resources of one hypervisor host of a site."""
+    """Free resources of one hypervisor host of a site, and its tags (``ssd``, ``gpu``...)."""
 
     free_cpus: int
     free_memory_mib: int
+    tags: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.free_cpus < 0 or self.free_memory_mib < 0:
             raise ValueError("free_cpus and free_memory_mib must be >= 0")
+        object.__setattr__(self, "tags", frozenset(self.tags))
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCapacity:
+    """One address pool of a site: its type, range and free addresses.
+
+    ``default`` marks the pool a VM gets when it names none; ``cidr`` may be
+    given as a string.
+    """
+
+    type: NetworkType
+    cidr: IPv4Network
+    free: int
+    default: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", NetworkType(self.type))
+        object.__setattr__(self, "cidr", IPv4Network(self.cidr))
+        if self.free < 0:
+            raise ValueError("free must be >= 0")
 
 
 def _frozen_strs(value: Iterable[str] | None) -> frozenset[str] | None:
@@ -76,13 +104,17 @@ def _frozen_strs(value: Iterable[str] | None) -> frozenset[str] | None:
 class SiteCapacity:
     """A site's capacity report (its heartbeat), as the placer consumes it.
 
-    ``hosts``: free CPUs and RAM of every hypervisor host.  A VM fits a site
-    only if one host has both enough CPUs and enough RAM free; the sum over
-    hosts does not matter.
+    ``hosts``: free CPUs, RAM and tags of every hypervisor host.  A VM fits a
+    site only if one host has both enough CPUs and enough RAM free (and every
+    tag the VM asks for); the sum over hosts does not matter.
     ``cached_images``: images already in the site's cache (boots fastest).
     ``fetchable_images``: images the site may fetch on demand (allowed by its
     Marketplace policy); ``None`` means the site can fetch any image.
+    ``pools``: the site's address pools by name (the order is the site's:
+    the first pool of a type is the one chosen for a request of that type
+    when no pool of it is the default).
     ``free_addresses``: free leases per network type; a missing type is 0.
+    Left empty, it is the sum over ``pools``.
     ``allowed_vos``: VOs (or groups) allowed to use the site; ``None`` = all.
     ``location``: tags such as ``{"country": "FR", "city": "Orsay"}``.
     ``price_per_hour``: price of one vCPU-hour at the site in the federation's
@@ -97,6 +129,7 @@ class SiteCapacity:
     cached_images: frozenset[str] = frozenset()
     fetchable_images: frozenset[str] | None = frozenset()
     free_addresses: Mapping[NetworkType, int] = field(default_factory=dict)
+    pools: Mapping[str, PoolCapacity] = field(default_factory=dict)
     allowed_vos: frozenset[str] | None = None
     location: Mapping[str, str] = field(default_factory=dict)
     price_per_hour: float = 0.0
@@ -114,9 +147,20 @@ class SiteCapacity:
         set_(self, "fetchable_images", _frozen_strs(self.fetchable_images))
         set_(self, "allowed_vos", _frozen_strs(self.allowed_vos))
         set_(self, "location", dict(self.location))
-        set_(
-            self, "free_addresses", {NetworkType(k): int(v) for k, v in self.free_addresses.items()}
-        )
+        set_(self, "pools", dict(self.pools))
+        free = {NetworkType(k): int(v) for k, v in self.free_addresses.items()}
+        if not free:
+            for pool in self.pools.values():
+                free[pool.type] = free.get(pool.type, 0) + pool.free
+        set_(self, "free_addresses", free)
+
+    @property
+    def default_pool(self) -> str | None:
+        """The pool a VM gets when it names none: the default one, else the first."""
+        for name, pool in self.pools.items():
+            if pool.default:
+                return name
+        return next(iter(self.pools), None)
 
     def can_get_image(self, image: str) -> bool:
         """True if ``image`` is cached here or may be fetched."""
@@ -128,9 +172,18 @@ class SiteCapacity:
 class PlacementRequest:
     """What one VM needs, and what the user asked for.
 
-    Requirements (filters): ``vcpus`` and ``memory_mib`` on one host,
-    ``image`` cached or fetchable, a free address on ``network`` (``None``:
-    no address needed), the user's ``vo``/``groups`` allowed at the site.
+    Requirements (filters): ``vcpus`` and ``memory_mib`` on one host that
+    carries every tag of ``host_tags``; ``image`` and every image of
+    ``static_images`` cached or fetchable, or among the user's own images at
+    the site (``own_images``: site -> the images only this user can use there,
+    as the site listed them for the user; heartbeats carry public images
+    only); an address: ``network`` names the
+    pool (the site must have it, with a free address), ``network_type`` asks
+    for any pool of that type with a free address, ``address`` must lie in
+    the pool's CIDR (the named pool, a pool of the type, or else the site's
+    default pool; whether that one address is free only the site knows);
+    none of the three: no address needed. The user's ``vo``/``groups`` must
+    be allowed at the site.
 
     Constraints (filters the user sets): ``sites`` — only these sites
     (``site in [...]``, or one site when the user names it); ``location`` —
@@ -150,7 +203,12 @@ class PlacementRequest:
     vcpus: int
     memory_mib: int
     image: str
-    network: NetworkType | None = None
+    network: str | None = None
+    network_type: NetworkType | None = None
+    address: str | None = None
+    host_tags: frozenset[str] = frozenset()
+    static_images: frozenset[str] = frozenset()
+    own_images: Mapping[str, frozenset[str]] = field(default_factory=dict)
     vo: str | None = None
     groups: frozenset[str] = frozenset()
     sites: tuple[str, ...] | None = None
@@ -163,6 +221,12 @@ class PlacementRequest:
     allow_burst: bool = True
     wait: bool = False
     expected_hours: float | None = None
+    #: True when the request needs an address (network, network_type or address given).
+    needs_address: bool = field(default=False, init=False, repr=False)
+    #: ``network_type`` when it is the only address requirement (the common case, made fast).
+    type_only: NetworkType | None = field(default=None, init=False, repr=False)
+    #: ``address`` parsed once.
+    address_ip: IPv4Address | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.vcpus < 1:
@@ -174,8 +238,22 @@ class PlacementRequest:
         if self.expected_hours is not None and self.expected_hours <= 0:
             raise ValueError("expected_hours must be > 0")
         set_ = object.__setattr__
-        if self.network is not None:
-            set_(self, "network", NetworkType(self.network))
+        if self.network is not None and not _POOL_NAME.match(self.network):
+            raise ValueError(f"network {self.network!r} is not a pool name")
+        if self.network_type is not None:
+            set_(self, "network_type", NetworkType(self.network_type))
+        if self.address is not None:
+            try:
+                set_(self, "address_ip", IPv4Address(self.address))
+            except ValueError as exc:
+                raise ValueError(f"address {self.address!r} is not an IPv4 address") from exc
+            set_(self, "address", str(self.address_ip))
+        set_(self, "needs_address", bool(self.network or self.network_type or self.address))
+        if self.network is None and self.address is None:
+            set_(self, "type_only", self.network_type)
+        set_(self, "host_tags", frozenset(self.host_tags))
+        set_(self, "static_images", frozenset(self.static_images))
+        set_(self, "own_images", {k: frozenset(v) for k, v in self.own_images.items()})
         set_(self, "groups", frozenset(self.groups))
         if self.sites is not None:
             sites = tuple(dict.fromkeys(self.sites))
@@ -203,7 +281,11 @@ class Candidate:
 
     ``components`` holds each weighted ranking term (``free_capacity``,
     ``price``, ``image_cached``, ``data_locality``, ``user_preference``) so the
-    choice can be explained in the VM's events.
+    choice can be explained in the VM's events. ``network`` is the pool the
+    site must receive in the create (the named one; for a ``network_type``
+    request the site's default, else first, pool of that type with a free
+    address; for an ``address`` alone the site's default pool), None when
+    the request needs no address or the site reports no pools.
     """
 
     site: str
@@ -211,6 +293,7 @@ class Candidate:
     rank: int
     image_cached: bool
     components: Mapping[str, float] = field(default_factory=dict, compare=False)
+    network: str | None = None
 
     def explain(self) -> str:
         parts = ", ".join(f"{k}={v:.3f}" for k, v in self.components.items() if v)

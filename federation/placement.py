@@ -3,21 +3,11 @@
 How a request is placed
 -----------------------
 
-**Filters** (a site failing any of them is *rejected* with a
-:class:`~federation.model.Rejection`):
-
-=================  ==========================================================
-code               the site is rejected when
-=================  ==========================================================
-unknown_site       the user named it but it never reported capacity
-unavailable        it reported ``available=False`` (maintenance, draining)
-stale              its last heartbeat is older than ``heartbeat_timeout``
-location           one of the request's ``location`` tags is missing or differs
-vo_not_allowed     it restricts VOs and none of the user's VO/groups is allowed
-network            it has no free address of the requested network type
-image              the image is neither cached nor fetchable there
-capacity           no *single* host has the vCPUs and the RAM free at once
-=================  ==========================================================
+**Filters**: a site failing any of them is *rejected* with a
+:class:`~federation.model.Rejection` whose code says which (``capacity``,
+``image``, ``no_pool``, ``host_tags``...); the table of codes is in
+:mod:`federation.placement_filters`, which holds the filters. A candidate
+carries the pool the site must receive (``Candidate.network``).
 
 ``site in [...]`` (``request.sites``) limits the scope to the named sites.
 
@@ -39,14 +29,11 @@ Speed
 -----
 
 The placer keeps per-site aggregates, computed once per capacity report
-(:meth:`Placer.update`) instead of per decision:
-
-* a *skyline* of the site's hosts (the hosts not dominated in both free CPUs
-  and free RAM), sorted by CPUs ascending with RAM descending, so "does one
-  host have ``c`` CPUs and ``m`` MiB free at once" is a single ``bisect``;
-* the request-independent part of the score (free capacity and price),
-  with sites kept sorted by it in one index, plus one such index per cached
-  image and per location tag.
+(:meth:`Placer.update`) instead of per decision
+(:class:`~federation.placement_index.SiteEntry`: a skyline of the hosts, the
+tagged hosts apart, free addresses per pool, the request-independent part of
+the score), with sites kept sorted by that score in one index, plus one such
+index per cached image and per location tag.
 
 A decision walks the indexes best-first (a threshold algorithm: the
 request-dependent bonuses are bounded by their weights) and stops as soon as no
@@ -58,11 +45,9 @@ scope (which is also what building a complete 409 answer needs).
 
 from __future__ import annotations
 
-import math
 import time
-from bisect import bisect_left, insort
+from bisect import insort
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from federation.errors import PlacementError
 from federation.model import (
@@ -73,141 +58,17 @@ from federation.model import (
     Rejection,
     SiteCapacity,
 )
+from federation.placement_filters import check, choose_pool, passes
+from federation.placement_index import (
+    END,
+    RankWeights,
+    SiteEntry,
+    SiteIndex,
+    components,
+    score,
+)
 
-_END: tuple[float, str] = (math.inf, "")  # the key past the end of an index
-
-
-@dataclass(frozen=True)
-class RankWeights:
-    """Weights of the ranking terms (all >= 0) and the references that normalise them.
-
-    Defaults: a preferred site wins over anything else the federation can
-    offer (``user_preference=3``), then data locality (2), then free capacity
-    and price (1 each), then a cached image (0.5: fetching an image costs
-    minutes, not money).
-    """
-
-    free_capacity: float = 1.0
-    price: float = 1.0
-    image_cached: float = 0.5
-    data_locality: float = 2.0
-    user_preference: float = 3.0
-    capacity_reference_cpus: float = 64.0
-    capacity_reference_memory_mib: float = 256.0 * 1024
-    price_reference: float = 0.05
-
-    def __post_init__(self) -> None:
-        for name in ("free_capacity", "price", "image_cached", "data_locality", "user_preference"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"weight {name} must be a finite number >= 0, not {value!r}")
-        for name in ("capacity_reference_cpus", "capacity_reference_memory_mib", "price_reference"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0")
-
-
-class _Site:
-    """Per-site aggregates computed once per capacity report."""
-
-    __slots__ = (
-        "cap",
-        "host_list",
-        "key",
-        "max_cpus",
-        "max_memory",
-        "name",
-        "sky_cpus",
-        "sky_memory",
-        "static",
-        "total_cpus",
-        "total_memory",
-    )
-
-    def __init__(self, cap: SiteCapacity, weights: RankWeights) -> None:
-        self.cap = cap
-        self.name = cap.site
-        self.host_list = [[h.free_cpus, h.free_memory_mib] for h in cap.hosts]
-        self.sky_cpus: list[int] = []
-        self.sky_memory: list[int] = []
-        self.max_cpus = 0
-        self.max_memory = 0
-        self.total_cpus = 0
-        self.total_memory = 0
-        self.static = 0.0
-        self.key: tuple[float, str] = (0.0, self.name)
-        self.recompute(weights)
-
-    def recompute(self, weights: RankWeights) -> None:
-        """Rebuild the skyline and the static score from ``host_list``."""
-        cpus_desc: list[int] = []
-        memory_asc: list[int] = []
-        best_memory = -1
-        total_cpus = 0
-        total_memory = 0
-        for cpus, memory in sorted(self.host_list, key=lambda h: (-h[0], -h[1])):
-            total_cpus += cpus
-            total_memory += memory
-            if memory > best_memory:
-                best_memory = memory
-                cpus_desc.append(cpus)
-                memory_asc.append(memory)
-        cpus_desc.reverse()
-        memory_asc.reverse()
-        self.sky_cpus = cpus_desc
-        self.sky_memory = memory_asc
-        self.max_cpus = cpus_desc[-1] if cpus_desc else 0
-        self.max_memory = memory_asc[0] if memory_asc else 0
-        self.total_cpus = total_cpus
-        self.total_memory = total_memory
-        c_ref = weights.capacity_reference_cpus
-        m_ref = weights.capacity_reference_memory_mib
-        capacity = 0.5 * total_cpus / (total_cpus + c_ref) + 0.5 * total_memory / (
-            total_memory + m_ref
-        )
-        price = weights.price_reference / (weights.price_reference + self.cap.price_per_hour)
-        self.static = weights.free_capacity * capacity + weights.price * price
-        self.key = (-self.static, self.name)
-
-    def fits(self, vcpus: int, memory_mib: int) -> bool:
-        """True if one host has ``vcpus`` and ``memory_mib`` free at the same time."""
-        i = bisect_left(self.sky_cpus, vcpus)
-        return i < len(self.sky_cpus) and self.sky_memory[i] >= memory_mib
-
-    def fitting_host(self, vcpus: int, memory_mib: int) -> list[int] | None:
-        """The tightest host (fewest CPUs, then least RAM) with enough free CPUs and RAM."""
-        best: list[int] | None = None
-        for host in self.host_list:
-            if host[0] >= vcpus and host[1] >= memory_mib and (best is None or host < best):
-                best = host
-        return best
-
-
-class _Index:
-    """Sites sorted by static score (best first), ties by name."""
-
-    __slots__ = ("keys", "sites")
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[float, str]] = []
-        self.sites: list[_Site] = []
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def add(self, site: _Site) -> None:
-        i = bisect_left(self.keys, site.key)
-        self.keys.insert(i, site.key)
-        self.sites.insert(i, site)
-
-    def remove(self, site: _Site) -> None:
-        i = bisect_left(self.keys, site.key)
-        if i < len(self.keys) and self.keys[i] == site.key:
-            del self.keys[i]
-            del self.sites[i]
-
-
-def _matches(tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return all(tags.get(k) == v for k, v in wanted.items())
+__all__ = ["Placer", "RankWeights", "placement_error"]
 
 
 class Placer:
@@ -241,10 +102,10 @@ class Placer:
         self.max_candidates = max_candidates
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
-        self._sites: dict[str, _Site] = {}
-        self._all = _Index()
-        self._by_image: dict[str, _Index] = {}
-        self._by_tag: dict[tuple[str, str], _Index] = {}
+        self._sites: dict[str, SiteEntry] = {}
+        self._all = SiteIndex()
+        self._by_image: dict[str, SiteIndex] = {}
+        self._by_tag: dict[tuple[str, str], SiteIndex] = {}
 
     # -- capacity reports -------------------------------------------------
 
@@ -266,7 +127,7 @@ class Placer:
     def update(self, capacity: SiteCapacity) -> None:
         """Take a site's new capacity report; replaces the previous one."""
         self.remove(capacity.site)
-        entry = _Site(capacity, self.weights)
+        entry = SiteEntry(capacity, self.weights)
         self._sites[entry.name] = entry
         self._index(entry)
 
@@ -280,8 +141,17 @@ class Placer:
         if entry is not None:
             self._unindex(entry)
 
-    def reserve(self, site: str, vcpus: int, memory_mib: int) -> bool:
-        """Take ``vcpus``/``memory_mib`` from the tightest fitting host of ``site``.
+    def reserve(
+        self,
+        site: str,
+        vcpus: int,
+        memory_mib: int,
+        *,
+        host_tags: frozenset[str] = frozenset(),
+        network: str | None = None,
+    ) -> bool:
+        """Take ``vcpus``/``memory_mib`` from the tightest fitting host of ``site`` (one
+        carrying ``host_tags``) and, with ``network``, one free address of that pool.
 
         Returns False (and changes nothing) if the site is unknown or no host
         fits.  The next :meth:`update` for the site replaces the estimate.
@@ -289,26 +159,30 @@ class Placer:
         entry = self._sites.get(site)
         if entry is None:
             return False
-        host = entry.fitting_host(vcpus, memory_mib)
+        host = entry.fitting_host(vcpus, memory_mib, frozenset(host_tags))
         if host is None:
             return False
         self._unindex(entry)
-        host[0] -= vcpus
-        host[1] -= memory_mib
+        entry.cpus[host] -= vcpus
+        entry.memory[host] -= memory_mib
+        pool = entry.cap.pools.get(network) if network is not None else None
+        if pool is not None and network is not None:
+            entry.pool_free[network] = max(0, entry.pool_free.get(network, 0) - 1)
+            entry.type_free[pool.type] = max(0, entry.type_free.get(pool.type, 0) - 1)
         entry.recompute(self.weights)
         self._index(entry)
         return True
 
-    def _index(self, entry: _Site) -> None:
+    def _index(self, entry: SiteEntry) -> None:
         if not entry.cap.available:
             return
         self._all.add(entry)
         for image in entry.cap.cached_images:
-            self._by_image.setdefault(image, _Index()).add(entry)
+            self._by_image.setdefault(image, SiteIndex()).add(entry)
         for pair in entry.cap.location.items():
-            self._by_tag.setdefault(pair, _Index()).add(entry)
+            self._by_tag.setdefault(pair, SiteIndex()).add(entry)
 
-    def _unindex(self, entry: _Site) -> None:
+    def _unindex(self, entry: SiteEntry) -> None:
         if not entry.cap.available:
             return
         self._all.remove(entry)
@@ -324,155 +198,6 @@ class Placer:
                 idx.remove(entry)
                 if not idx:
                     del self._by_tag[pair]
-
-    # -- filters and score --------------------------------------------------
-
-    def _passes(self, entry: _Site, req: PlacementRequest, now: float) -> bool:
-        """True if ``entry`` passes every filter (the hot path; :meth:`_check` says why not)."""
-        cap = entry.cap
-        if not cap.available:
-            return False
-        timeout = self.heartbeat_timeout
-        if (
-            timeout is not None
-            and cap.last_heartbeat is not None
-            and now - cap.last_heartbeat > timeout
-        ):
-            return False
-        if req.location:
-            tags = cap.location
-            for key, value in req.location.items():
-                if tags.get(key) != value:
-                    return False
-        allowed = cap.allowed_vos
-        if allowed is not None and allowed.isdisjoint(req.vos):
-            return False
-        network = req.network
-        if network is not None and cap.free_addresses.get(network, 0) <= 0:
-            return False
-        image = req.image
-        if image not in cap.cached_images:
-            fetchable = cap.fetchable_images
-            if fetchable is not None and image not in fetchable:
-                return False
-        sky_cpus = entry.sky_cpus
-        i = bisect_left(sky_cpus, req.vcpus)
-        return i < len(sky_cpus) and entry.sky_memory[i] >= req.memory_mib
-
-    def _check(
-        self, entry: _Site, req: PlacementRequest, now: float, *, all_reasons: bool = False
-    ) -> Rejection | None:
-        """Why ``entry`` cannot take ``req`` (None if it can).
-
-        With ``all_reasons`` every failing filter is named in the message (the
-        code is the first one's); otherwise the first failure is returned.
-        """
-        cap = entry.cap
-        found: list[Rejection] = []
-
-        def reject(code: RejectCode, message: str) -> bool:
-            found.append(Rejection(code, message))
-            return not all_reasons
-
-        if not cap.available and reject(RejectCode.UNAVAILABLE, "site is unavailable"):
-            return found[0]
-        timeout = self.heartbeat_timeout
-        if (
-            timeout is not None
-            and cap.last_heartbeat is not None
-            and now - cap.last_heartbeat > timeout
-            and reject(
-                RejectCode.STALE,
-                f"no heartbeat for {now - cap.last_heartbeat:.0f}s (limit {timeout:.0f}s)",
-            )
-        ):
-            return found[0]
-        if req.location and not _matches(cap.location, req.location):
-            for key, value in req.location.items():
-                have = cap.location.get(key)
-                if have != value:
-                    message = (
-                        f"location {key}={have} does not match constraint {key} == {value}"
-                        if have is not None
-                        else f"site has no {key} tag (constraint {key} == {value})"
-                    )
-                    if reject(RejectCode.LOCATION, message):
-                        return found[0]
-                    break
-        allowed = cap.allowed_vos
-        if allowed is not None and allowed.isdisjoint(req.vos):
-            who = ", ".join(sorted(req.vos)) or "no VO"
-            if reject(RejectCode.VO_NOT_ALLOWED, f"VO not allowed at site ({who})"):
-                return found[0]
-        network = req.network
-        if (
-            network is not None
-            and cap.free_addresses.get(network, 0) <= 0
-            and reject(RejectCode.NETWORK, f"no free {network} address")
-        ):
-            return found[0]
-        if not cap.can_get_image(req.image) and reject(
-            RejectCode.IMAGE, f"image {req.image} neither cached nor fetchable"
-        ):
-            return found[0]
-        if not entry.fits(req.vcpus, req.memory_mib):
-            if not entry.sky_cpus:
-                message = "site reports no hypervisor host"
-            else:
-                message = (
-                    f"no host with {req.vcpus} free CPUs and {req.memory_mib} MiB free RAM "
-                    f"(most free CPUs on a host: {entry.max_cpus}, "
-                    f"most free RAM on a host: {entry.max_memory} MiB)"
-                )
-            if reject(RejectCode.CAPACITY, message):
-                return found[0]
-        if not found:
-            return None
-        if len(found) == 1:
-            return found[0]
-        return Rejection(found[0].code, "; ".join(r.message for r in found))
-
-    def _components(self, entry: _Site, req: PlacementRequest) -> dict[str, float]:
-        w = self.weights
-        cap = entry.cap
-        c_ref = w.capacity_reference_cpus
-        m_ref = w.capacity_reference_memory_mib
-        total_cpus = entry.total_cpus
-        total_memory = entry.total_memory
-        parts = {
-            "free_capacity": w.free_capacity
-            * (
-                0.5 * total_cpus / (total_cpus + c_ref)
-                + 0.5 * total_memory / (total_memory + m_ref)
-            ),
-            "price": w.price * w.price_reference / (w.price_reference + cap.price_per_hour),
-            "image_cached": w.image_cached if req.image in cap.cached_images else 0.0,
-            "data_locality": (
-                w.data_locality
-                if req.data_location and _matches(cap.location, req.data_location)
-                else 0.0
-            ),
-            "user_preference": self._preference(entry.name, req),
-        }
-        return parts
-
-    def _preference(self, site: str, req: PlacementRequest) -> float:
-        prefs = req.preferred_sites
-        if not prefs or site not in prefs:
-            return 0.0
-        return self.weights.user_preference * (1.0 - prefs.index(site) / len(prefs))
-
-    def _score(self, entry: _Site, req: PlacementRequest) -> float:
-        w = self.weights
-        cap = entry.cap
-        score = entry.static
-        if req.image in cap.cached_images:
-            score += w.image_cached
-        if req.data_location and _matches(cap.location, req.data_location):
-            score += w.data_locality
-        if req.preferred_sites:
-            score += self._preference(entry.name, req)
-        return score
 
     # -- decisions ------------------------------------------------------------
 
@@ -492,7 +217,7 @@ class Placer:
             if entry is None:
                 out[name] = Rejection(RejectCode.UNKNOWN_SITE, "unknown site")
                 continue
-            rejection = self._check(entry, request, now, all_reasons=True)
+            rejection = check(entry, request, now, self.heartbeat_timeout, all_reasons=True)
             if rejection is not None:
                 out[name] = rejection
         return out
@@ -507,17 +232,16 @@ class Placer:
         k = self.max_candidates
         best: list[tuple[float, str]] = []  # (-score, name), best first, at most k
         rejected: dict[str, Rejection] = {}
-        passes = self._passes
-        check = self._check
-        score_of = self._score
+        timeout = self.heartbeat_timeout
+        weights = self.weights
 
-        def consider(entry: _Site) -> None:
-            if not passes(entry, request, now):
-                rejection = check(entry, request, now)
+        def consider(entry: SiteEntry) -> None:
+            if not passes(entry, request, now, timeout):
+                rejection = check(entry, request, now, timeout)
                 if rejection is not None:  # always, unless the clock moved
                     rejected[entry.name] = rejection
                     return
-            item = (-score_of(entry, request), entry.name)
+            item = (-score(weights, entry, request), entry.name)
             if len(best) < k:
                 insort(best, item)
             elif item < best[-1]:
@@ -546,18 +270,19 @@ class Placer:
                     score=-neg_score,
                     rank=rank,
                     image_cached=request.image in entry.cap.cached_images,
-                    components=self._components(entry, request),
+                    components=components(weights, entry, request),
+                    network=choose_pool(entry, request)[0] if request.needs_address else None,
                 )
             )
         return PlacementDecision(request, tuple(candidates), rejected, complete=complete)
 
-    def _smallest_tag_index(self, tags: Mapping[str, str]) -> _Index | None:
+    def _smallest_tag_index(self, tags: Mapping[str, str]) -> SiteIndex | None:
         """The smallest per-tag index among ``tags`` (an empty one if any tag is unknown)."""
-        smallest: _Index | None = None
+        smallest: SiteIndex | None = None
         for pair in tags.items():
             idx = self._by_tag.get(pair)
             if idx is None:
-                return _Index()
+                return SiteIndex()
             if smallest is None or len(idx) < len(smallest):
                 smallest = idx
         return smallest
@@ -565,7 +290,7 @@ class Placer:
     def _walk(
         self,
         request: PlacementRequest,
-        consider: Callable[[_Site], None],
+        consider: Callable[[SiteEntry], None],
         best: list[tuple[float, str]],
         k: int,
     ) -> bool:
@@ -584,7 +309,7 @@ class Placer:
                 consider(entry)
 
         # Lists walked in parallel: the universe (no bonus) and the bonus lists.
-        lists: list[_Index] = [universe]
+        lists: list[SiteIndex] = [universe]
         bonuses: list[float] = [0.0]
         if w.image_cached > 0:
             idx = self._by_image.get(request.image)
@@ -602,20 +327,20 @@ class Placer:
         subsets = [
             (0, *[j for j in range(1, n) if mask & (1 << (j - 1))]) for mask in range(1 << (n - 1))
         ]
-        # heads[j]: key (-static, name) of the next site in list j; _END once exhausted.
-        heads = [lst.keys[0] if lst.keys else _END for lst in lists]
+        # heads[j]: key (-static, name) of the next site in list j; END once exhausted.
+        heads = [lst.keys[0] if lst.keys else END for lst in lists]
         while True:
-            if heads[0] is _END:
+            if heads[0] is END:
                 return True  # every site in scope has been examined
             # The best key an unseen site can have: for each subset S, such a site is at
             # or after the head of every list in S, so its key is at least the largest
-            # head key in S, with the bonuses of S added (in the order _score adds them).
-            bound: tuple[float, str] = _END
+            # head key in S, with the bonuses of S added (in the order score() adds them).
+            bound: tuple[float, str] = END
             advance = 0
             for members in subsets:
                 worst = max(members, key=heads.__getitem__)
                 head = heads[worst]
-                if head is _END:
+                if head is END:
                     continue
                 value = -head[0]
                 for j in members[1:]:
@@ -631,7 +356,7 @@ class Placer:
             entry = lst.sites[cursor]
             cursor += 1
             cursors[advance] = cursor
-            heads[advance] = lst.keys[cursor] if cursor < len(lst.keys) else _END
+            heads[advance] = lst.keys[cursor] if cursor < len(lst.keys) else END
             if entry.name not in seen:
                 seen.add(entry.name)
                 consider(entry)

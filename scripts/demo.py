@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""`make demo`: a site agent on SQLite runs a real QEMU guest, driven by the `stratus` CLI.
+"""`make demo-site`: a site agent on SQLite runs a real QEMU guest, driven by the `stratus` CLI.
+
+(`make demo` runs the federation demo, ``scripts/demo_federation.py``.)
 
 Steps: write a site config in a temporary state directory, start
 `stratus serve site`, `stratus vm run busybox --wait ready`, show the guest's

@@ -8,7 +8,9 @@ Everything runs on loopback:
 * the broker (``stratus serve broker``) with both sites trusted,
   ``moto_server`` configured as public cloud ``moto-ec2`` for bursting;
 * site ``qemu-site`` on ``qemu:///system`` running the busybox guest for real
-  (2 vCPUs), site ``small-site`` on ``fake://`` hosts (1 vCPU);
+  (2 vCPUs), site ``small-site`` on ``fake://`` hosts (1 vCPU): a *simulated*
+  site, whose VMs run nothing; it is labelled so wherever it appears (the
+  site list, the VM tables, the summary), as ``GET /sites`` reports it;
 * ``stratus vm run`` until both sites are full, then once more: that VM
   bursts to the cloud; ``stratus vm list`` shows where each runs; every VM is
   killed; a summary table is printed.
@@ -184,6 +186,13 @@ class Demo:
         self.site_token = secrets.token_urlsafe(18)
         self.broker_url = ""
         self.env = dict(os.environ)
+        self.simulated: set[str] = set()  # sites on fake:// hosts (GET /sites says so)
+
+    def where(self, site: str | None) -> str:
+        """A site's name as the demo shows it: a simulated site is labelled so."""
+        if site is None:
+            return "-"
+        return f"{site} (simulated)" if site in self.simulated else site
 
     def start(self, name: str, command: list[str], ready: Path | None = None) -> Proc:
         log = self.work / f"{name}.log"
@@ -278,7 +287,7 @@ def main() -> int:
     summary: list[dict[str, Any]] = []
     try:
         run(demo, summary)
-        print_summary(summary)
+        print_summary(demo, summary)
         return 0
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr)
@@ -400,6 +409,10 @@ account = "demo"
         )  # fmt: skip
     wait_sites(demo, ["qemu-site", "small-site"])
     demo.stratus("site", "list")
+    sites = json.loads(demo.stratus("-o", "json", "site", "list", capture=True))
+    demo.simulated = {s["name"] for s in sites if s["simulated"]}
+    for name in sorted(demo.simulated):
+        print(f"({name} runs on simulated hosts (fake://): its VMs are simulated and run nothing)")
 
     banner("running t1.micro VMs until the sites are full; the next one bursts to the cloud")
     for index in range(1, 6):
@@ -412,14 +425,18 @@ account = "demo"
         vm = json.loads(out)[0]
         vm["seconds_to_running"] = round(time.monotonic() - started, 1)
         summary.append(vm)
-        print(f"  demo-{index}: {vm['state']} on {vm['site']} ({vm['kind']})")
+        print(f"  demo-{index}: {vm['state']} on {demo.where(vm['site'])} ({vm['kind']})")
         if vm["kind"] == "cloud":
             break
     else:
         raise SystemExit("demo: no VM burst to the cloud although the sites should be full")
 
-    banner("where everything runs (SITE column)")
-    demo.stratus("vm", "list")
+    banner("where everything runs (SITE column; a simulated site's VMs run nothing)")
+    listed = json.loads(demo.stratus("-o", "json", "vm", "list", capture=True))
+    print_table(
+        ("id", "name", "state", "site", "kind"),
+        [(v["id"], v["name"], v["state"], demo.where(v["site"]), v["kind"]) for v in listed],
+    )
     qemu_vm = next(v for v in summary if v["site"] == "qemu-site")
     banner(f"a real guest on qemu-site: waiting for {qemu_vm['name']}'s readiness line")
     out = demo.stratus("-o", "json", "vm", "show", qemu_vm["id"], capture=True)
@@ -438,7 +455,13 @@ account = "demo"
     demo.stratus("vm", "events", summary[-1]["id"])
 
     banner("killing every VM")
-    demo.stratus("vm", "kill", *[v["id"] for v in summary])
+    killed = json.loads(
+        demo.stratus("-o", "json", "vm", "kill", *[v["id"] for v in summary], capture=True)
+    )
+    print_table(
+        ("id", "name", "state", "site"),
+        [(v["id"], v["name"], v["state"], demo.where(v["site"])) for v in killed],
+    )
     final = json.loads(demo.stratus("-o", "json", "vm", "list", capture=True))
     states = {v["id"]: v["state"] for v in final}
     for vm in summary:
@@ -494,17 +517,25 @@ def kill_leftovers(demo: Demo) -> None:
         print(f"demo: could not clean up VMs through the broker: {exc}", file=sys.stderr)
 
 
-def print_summary(summary: list[dict[str, Any]]) -> None:
-    banner("summary")
-    header = ("vm", "site", "kind", "to running (s)", "final state")
-    rows = [
-        (v["name"], v["site"], v["kind"], f"{v['seconds_to_running']:.1f}", v["final_state"])
-        for v in summary
-    ]
+def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
     print("  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def print_summary(demo: Demo, summary: list[dict[str, Any]]) -> None:
+    banner("summary")
+    print_table(
+        ("vm", "site", "kind", "to running (s)", "final state"),
+        [
+            (v["name"], demo.where(v["site"]), v["kind"], f"{v['seconds_to_running']:.1f}",
+             v["final_state"])
+            for v in summary
+        ],
+    )  # fmt: skip
+    if demo.simulated:
+        print(f"(simulated: {', '.join(sorted(demo.simulated))} runs nothing; its VMs only count)")
 
 
 if __name__ == "__main__":

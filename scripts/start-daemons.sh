@@ -14,6 +14,10 @@ start() {  # start NAME COMMAND...
   pgrep -x "$name" >/dev/null || $SUDO "$@"
 }
 
+# libvirt writes each network's MAC map under /var/lib/libvirt/dnsmasq even when no
+# dnsmasq runs (isolated networks with a host address); without systemd nothing creates it.
+$SUDO mkdir -p /var/lib/libvirt/dnsmasq
+
 start virtlogd virtlogd -d
 start libvirtd libvirtd -d
 

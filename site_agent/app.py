@@ -1,8 +1,17 @@
 """The site agent application: wiring config, database, hosts and the VM manager.
 
 Start-up order (``cleanup_ctx``): state directory and database, hypervisor
-connections, image cache, VM manager, reconciliation with the hypervisors, then the
-background tasks (quarantine sweeper, monitor). Shutdown reverses it.
+connections, image cache, address pools, volumes, VM manager, reconciliation
+with the hypervisors, then the background tasks (quarantine sweeper,
+monitor, and the heartbeats to the broker when ``[federation]`` is
+configured). Shutdown reverses it.
+
+Every domain error a handler lets through is answered by
+``site_agent.api.errors.site_errors`` (one table). With ``[federation]`` the
+site also accepts requests its broker makes on behalf of a user
+(``Stratus-Delegation``, verified against the same CA and broker identity as
+the heartbeats' TLS; see :func:`delegation_verifier`); without it such
+requests get 401.
 """
 
 from __future__ import annotations
@@ -16,11 +25,13 @@ import httpx
 from aiohttp import web
 
 from auth.authenticator import Authenticator
+from auth.delegation import DelegationVerifier
 from auth.middleware import auth_middleware, install_authenticator
 from auth.routes import account_routes
 from core.app import make_app
 from core.db import create_tables, make_engine
 from site_agent.api import image_routes, network_routes, site_routes, vm_routes, volume_routes
+from site_agent.api.errors import site_errors
 from site_agent.api.keys import (
     CONFIG,
     ENGINE,
@@ -33,10 +44,12 @@ from site_agent.api.keys import (
     VM_MANAGER,
     VOLUMES,
 )
+from site_agent.capacity import CapacityReport
 from site_agent.config import SiteConfig
-from site_agent.federation_link import run_heartbeats, site_capacity
+from site_agent.federation_link import run_heartbeats
 from site_agent.host_pool import HostPool
-from site_agent.images.cache import ImageCache, make_http_client
+from site_agent.images.cache import ImageCache
+from site_agent.images.fetcher import make_http_client
 from site_agent.layout import StateLayout
 from site_agent.networks.pools import NetworkPools
 from site_agent.networks.repository import LeaseRepository
@@ -49,6 +62,21 @@ from site_agent.volumes.repository import VolumeRepository
 from site_agent.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
+
+
+def delegation_verifier(config: SiteConfig) -> DelegationVerifier | None:
+    """The verifier of the broker's delegated requests; None for a site without ``[federation]``.
+
+    It trusts what the heartbeats trust: the CA ``[federation] ca`` (system
+    CAs if unset), and as the broker's certificate the one with DN
+    ``broker_dn``, else one valid for the host of ``broker_url``.
+    """
+    link = config.federation
+    if link is None:
+        return None
+    return DelegationVerifier.for_site(
+        site=config.site.name, ca=link.ca, broker_url=link.broker_url, broker_dn=link.broker_dn
+    )
 
 
 def build_site_app(
@@ -64,7 +92,9 @@ def build_site_app(
     """
     engine = make_engine(config.database_url)
     # Reads the CA directory and vomsdir once; no SSL context or X509 store per request.
-    authenticator = Authenticator.from_config(config.auth, engine=engine)
+    authenticator = Authenticator.from_config(
+        config.auth, engine=engine, delegation=delegation_verifier(config)
+    )
     app = make_app(
         [
             *vm_routes.routes(),
@@ -75,7 +105,7 @@ def build_site_app(
             *account_routes(),
         ],
         title=f"Stratus site agent ({config.site.name})",
-        middlewares=[auth_middleware(authenticator)],
+        middlewares=[site_errors, auth_middleware(authenticator)],
     )
     install_authenticator(app, authenticator)
     app[CONFIG] = config
@@ -112,7 +142,13 @@ async def _site_context(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(volume_files.prepare)
     volume_repo = VolumeRepository(engine)
     images.add_usage_source(volume_repo.images_in_use)
-    volumes = VolumeService(volume_repo, volume_files, config.quotas)
+    volumes = VolumeService(
+        volume_repo,
+        volume_files,
+        config.quotas,
+        check_image=images.check_usable,
+        image_files=images.ensure_cached,
+    )
     await volumes.fail_interrupted()
     app[NETWORKS] = networks
     app[VOLUMES] = volumes
@@ -128,9 +164,15 @@ async def _site_context(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(manager.run_monitor(config.vm.monitor_interval_seconds)),
     ]
     if config.federation is not None:
-        background.append(
-            asyncio.create_task(run_heartbeats(config.federation, lambda: site_capacity(app)))
+        capacity = CapacityReport(
+            site=config.site.name,
+            link=config.federation,
+            hosts=hosts,
+            usage=manager.usage,
+            images=images,
+            networks=networks,
         )
+        background.append(asyncio.create_task(run_heartbeats(config.federation, capacity.report)))
     yield
     for task in background:
         task.cancel()

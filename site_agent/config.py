@@ -2,6 +2,9 @@
 
 ``stratus config example site`` prints a commented example
 (:data:`EXAMPLE_SITE_CONFIG`); ``docs/configuration.md`` is the reference.
+
+This module imports nothing of the site agent: every other module may
+import it.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from auth.config import AuthConfig
 from core.config import StrictModel
-from site_agent.federation_link import FederationLinkConfig
+from core.site_report import absolute_url
 
 
 class HostConfig(StrictModel):
@@ -117,6 +121,43 @@ class QuotaConfig(StrictModel):
 
     volumes_count: int = Field(default=20, ge=0)
     volumes_total_gib: int = Field(default=1024, ge=0)
+
+
+class FederationLinkConfig(StrictModel):
+    """``[federation]``: the broker this site joins, and what the site tells it.
+
+    The site sends heartbeats to ``broker_url`` over mutual TLS with
+    ``site_cert``/``site_key``, trusting ``ca`` (a CA file or hashed
+    directory) for the broker's certificate (``site_agent.federation_link``).
+    The same trust admits the broker's delegated requests (a user the broker
+    authenticated, ``Stratus-Delegation``): their assertions must be signed
+    by a certificate that chains to ``ca`` and is the broker's, by its DN
+    ``broker_dn`` if given, else by the host of ``broker_url``.
+    """
+
+    broker_url: str
+    site_cert: Path
+    site_key: Path
+    ca: Path | None = None  # CA file or hashed directory for the broker's certificate
+    broker_dn: str | None = Field(default=None, min_length=3, max_length=1024)
+    public_url: str
+    interval_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    price_per_hour: float = Field(default=0.0, ge=0)
+    location: dict[str, str] = Field(default_factory=dict)
+    allowed_vos: list[str] | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return absolute_url(value)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if urlsplit(value).scheme != "https":
+            raise ValueError("broker_url must be https: sites register over mutual TLS")
+        return absolute_url(value)
 
 
 class SiteConfig(StrictModel):
@@ -222,6 +263,19 @@ fixed = ["198.18.0.250"]            # only leased when asked for by address
 [quotas]
 volumes_count = 20
 volumes_total_gib = 1024
+
+# Join a federation (docs/federation.md): heartbeats to the broker over mutual
+# TLS, and the requests the broker makes for its users (verified against the same CA).
+# [federation]
+# broker_url = "https://broker.example.org:8450"
+# site_cert = "/etc/grid-security/site-a/hostcert.pem"
+# site_key = "/etc/grid-security/site-a/hostkey.pem"
+# ca = "/etc/grid-security/certificates"   # CA file or directory for the broker's certificate
+# broker_dn = "/DC=org/DC=example/CN=broker.example.org"  # default: the host of broker_url
+# public_url = "https://site-a.example.org:8440"
+# interval_seconds = 30
+# price_per_hour = 0.01
+# location = { country = "FR" }
 
 # Authentication (docs/authentication.md): API tokens, grid certificates and
 # proxies (VOMS), OIDC issuers, local passwords. Every call needs one of them.

@@ -41,6 +41,11 @@ class Host:
     def uri(self) -> str:
         return self.config.uri
 
+    @property
+    def simulated(self) -> bool:
+        """True for a ``fake://`` host: the in-memory fake driver, whose VMs run nothing."""
+        return self.uri.startswith("fake://")
+
 
 class HostPool:
     """Drivers and capacity of every host of the site."""

@@ -80,9 +80,18 @@ class Quarantine:
                 ).all()
             )
 
-    async def list_async(self) -> list[QuarantineEntry]:
-        """``entries`` without blocking the event loop."""
-        return await asyncio.to_thread(self.entries)
+    async def list_public(self) -> list[QuarantineEntryPublic]:
+        """Every entry as the API shows it, soonest expiry first (without blocking the loop)."""
+        entries = await asyncio.to_thread(self.entries)
+        return [
+            QuarantineEntryPublic(
+                vm_id=e.vm_id,
+                owner=e.owner,
+                quarantined_at=e.quarantined_at,
+                expires_at=e.expires_at,
+            )
+            for e in entries
+        ]
 
     def sweep(self, now: datetime | None = None) -> list[str]:
         """Delete every expired entry's files and row; returns the VM ids deleted."""

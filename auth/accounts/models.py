@@ -36,6 +36,7 @@ class IdentityKind(StrEnum):
     X509 = "x509"  # certificate or proxy: the end-entity DN
     OIDC = "oidc"  # sub@iss
     LOCAL = "local"  # local:<username>, password login
+    FEDERATED = "federated"  # federated:<broker>:<account>, a broker's local user (delegation)
 
 
 class AccountBase(SQLModel):

@@ -1,4 +1,4 @@
-"""Typed application keys for the broker's shared resources."""
+"""Typed application keys for the broker's shared resources (made in ``broker.app``)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ from aiohttp import web
 
 from auth.cadir import TrustStore
 from broker.config import BrokerConfig
-from broker.networks import NetworkService
 from broker.service import Broker
-from broker.volumes import VolumeService
 
 CONFIG = web.AppKey("broker_config", BrokerConfig)
 BROKER = web.AppKey("broker", Broker)
 SITE_TRUST = web.AppKey("site_trust", TrustStore)
-VOLUMES = web.AppKey("broker_volumes", VolumeService)
-NETWORKS = web.AppKey("broker_networks", NetworkService)

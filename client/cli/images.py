@@ -9,9 +9,16 @@ from typing import Any
 import click
 
 from client.cli.main import CliContext, cli, pass_ctx
-from client.cli.output import emit
+from client.cli.output import emit, table
 
 IMAGE_COLUMNS = ("name", "state", "format", "source", "owner", "size", "last_used_at")
+
+
+def image_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The table columns for ``rows``: with ``sites`` when they come from a broker."""
+    if any("sites" in row for row in rows):
+        return (*IMAGE_COLUMNS, "sites")
+    return IMAGE_COLUMNS
 
 
 @cli.group()
@@ -22,9 +29,13 @@ def image() -> None:
 @image.command("list")
 @pass_ctx
 def list_(ctx: CliContext) -> None:
-    """List the images you can boot, with their cache state."""
+    """List the images you can boot, with their cache state (from a broker: every
+    site's, with the SITES that have each)."""
     with ctx.client() as api:
-        emit(api.list_images(), ctx.output, IMAGE_COLUMNS)
+        images, warnings = api.list_images_with_warnings()
+    for warning in warnings:
+        click.echo(f"stratus: warning: {warning}", err=True)
+    emit(images, ctx.output, image_columns(images))
 
 
 def _boot_file(role: str, url: str | None, size: int | None, sha256: str | None) -> Any:
@@ -53,6 +64,10 @@ def _boot_file(role: str, url: str | None, size: int | None, sha256: str | None)
 @click.option("--cmdline", help="Kernel command line (with --kernel).")
 @click.option("--description", default="")
 @click.option("--public", is_flag=True, help="Bootable by every user (site admins).")
+@click.option("--site", help="Broker: register it at this site.")
+@click.option(
+    "--all-sites", is_flag=True, help="Broker: register it at every site that accepts it."
+)
 @pass_ctx
 def register(
     ctx: CliContext,
@@ -71,15 +86,20 @@ def register(
     cmdline: str | None,
     description: str,
     public: bool,
+    site: str | None,
+    all_sites: bool,
 ) -> None:
     """Register image NAME from URL (http(s)://, or file:/// for site admins).
 
     Nothing is downloaded now: the first VM that uses the image fetches it
     and checks it against --size and the checksums before booting from it.
-    `stratus image digest FILE` prints the values to give.
+    `stratus image digest FILE` prints the values to give. Against a broker
+    say where: --site NAME, or --all-sites (each site's answer is shown).
     """
     if sha1 is None and sha256 is None:
         raise click.UsageError("give --sha256 and/or --sha1")
+    if site is not None and all_sites:
+        raise click.UsageError("give --site or --all-sites, not both")
     spec: dict[str, Any] = {"name": name, "url": url, "size": size, "format": fmt}
     spec.update({k: v for k, v in (("sha1", sha1), ("sha256", sha256)) if v is not None})
     kernel = _boot_file("kernel", kernel_url, kernel_size, kernel_sha256)
@@ -94,26 +114,48 @@ def register(
         spec["description"] = description
     if public:
         spec["public"] = True
+    if site is not None:
+        spec["site"] = site
+    if all_sites:
+        spec["all_sites"] = True
     with ctx.client() as api:
-        emit(api.register_image(spec), ctx.output)
+        image = api.register_image(spec)
+    if ctx.output == "json":
+        emit(image, "json")
+        return
+    registrations = image.pop("registrations", None)
+    emit(image, ctx.output)
+    if registrations:  # a broker's: what each site answered
+        table(registrations, ("site", "registered", "status", "code", "message"))
 
 
 @image.command("show")
 @click.argument("name")
+@click.option("--site", help="Broker: the image of this site (default: every site's).")
 @pass_ctx
-def show(ctx: CliContext, name: str) -> None:
+def show(ctx: CliContext, name: str, site: str | None) -> None:
     """Show one image: source, checksums, cache state, last use."""
     with ctx.client() as api:
-        emit(api.get_image(name), ctx.output)
+        emit(api.get_image(name, site=site), ctx.output)
 
 
 @image.command("delete")
 @click.argument("names", nargs=-1, required=True)
+@click.option("--site", help="Broker: delete it at this site (needed when several have it).")
 @pass_ctx
-def delete(ctx: CliContext, names: tuple[str, ...]) -> None:
+def delete(ctx: CliContext, names: tuple[str, ...], site: str | None) -> None:
     """Delete images you own (refused while a VM or volume uses one)."""
     with ctx.client() as api:
-        emit([api.delete_image(n) for n in names], ctx.output, ("name", "freed_bytes"))
+        deleted = [api.delete_image(n, site=site) for n in names]
+    columns = (
+        ("name", "freed_bytes", "site")
+        if site or any("site" in d for d in deleted)
+        else (
+            "name",
+            "freed_bytes",
+        )
+    )
+    emit(deleted, ctx.output, columns)
 
 
 @image.command("digest")

@@ -31,6 +31,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return ",".join(str(v) for v in value) or "-"  # a broker's SITES: site-a,site-b
     if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)

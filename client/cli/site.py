@@ -11,6 +11,7 @@ SITE_COLUMNS = (
     "name",
     "kind",
     "status",
+    "simulated",
     "free_cpus",
     "free_memory_mib",
     "largest_free_cpus",
@@ -28,7 +29,8 @@ def site() -> None:
 @site.command("list")
 @pass_ctx
 def list_(ctx: CliContext) -> None:
-    """List the federation's sites and clouds: status, free capacity, price, your VMs there."""
+    """List the federation's sites and clouds: status, whether its hosts are simulated
+    (fake://: its VMs run nothing), free capacity, price, your VMs there."""
     with ctx.client() as api:
         emit(api.list_sites(), ctx.output, SITE_COLUMNS)
 

@@ -15,6 +15,15 @@ from client.sdk import StratusClient
 
 VM_COLUMNS = ("id", "name", "state", "ready", "ip", "image", "vcpus", "memory_mib", "host")
 EVENT_COLUMNS = ("at", "from_state", "to_state", "reason")
+
+
+def event_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The event table's columns: with ``source`` (broker or site) when from a broker."""
+    if any("source" in row for row in rows):
+        return (*EVENT_COLUMNS[:1], "source", *EVENT_COLUMNS[1:])
+    return EVENT_COLUMNS
+
+
 #: Shown while waiting as final: a queued request waits for capacity, not for the CLI.
 SETTLED_STATES = ("done", "failed", "expired", "queued")
 
@@ -118,6 +127,12 @@ def wait_until(
     "--host-tag", "host_tags", multiple=True, help="Only hosts with this tag (repeatable)."
 )
 @click.option("--network", help="Address pool (stratus network list); default: the first.")
+@click.option(
+    "--network-type",
+    type=click.Choice(["public", "local", "private"]),
+    help="Broker: a site with a free address in a pool of this type (its default one).",
+)
+@click.option("--group", help="Share with a group you belong to (its members may manage it).")
 @click.option("--address", help="A free address of the pool for this VM (-n 1 only).")
 @click.option(
     "--volume", "volumes", multiple=True, metavar="ID", help="Attach read-write (repeatable)."
@@ -163,7 +178,13 @@ def wait_until(
 @click.option(
     "--deadline", type=click.FloatRange(min=1), help="Broker: seconds a queued request may wait."
 )
-@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the VMs (with --wait).",
+)
 @pass_ctx
 def run(
     ctx: CliContext,
@@ -178,6 +199,8 @@ def run(
     context_pairs: tuple[str, ...],
     host_tags: tuple[str, ...],
     network: str | None,
+    network_type: str | None,
+    group: str | None,
     address: str | None,
     volumes: tuple[str, ...],
     readonly_volumes: tuple[str, ...],
@@ -210,7 +233,12 @@ def run(
         spec["context"] = _context_pairs(context_pairs)
     if host_tags:
         spec["host_tags"] = list(host_tags)
-    for key, value in (("network", network), ("address", address)):
+    for key, value in (
+        ("network", network),
+        ("network_type", network_type),
+        ("group", group),
+        ("address", address),
+    ):
         if value:
             spec[key] = value
     for key, values in (
@@ -272,7 +300,13 @@ def show(ctx: CliContext, vm_id: str) -> None:
 )
 @click.option("--save-description", default="", help="Description of the saved image.")
 @click.option("--wait/--no-wait", default=True, show_default=True)
-@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the VMs to stop (with --wait).",
+)
 @pass_ctx
 def stop(
     ctx: CliContext,
@@ -299,7 +333,9 @@ def stop(
                     progress.update(", ".join(v["state"] for v in vms))
             finally:
                 progress.done()
-            saved = api.get_image(save_as) if save_as is not None else None
+            # At a broker the image is at the VM's site.
+            where = vms[0].get("site") if save_as is not None else None
+            saved = api.get_image(save_as, site=where) if save_as is not None else None
         else:
             saved = None
     emit(vms, ctx.output, vm_columns(vms))
@@ -356,4 +392,5 @@ def console(ctx: CliContext, vm_id: str, tail: int) -> None:
 def events(ctx: CliContext, vm_id: str) -> None:
     """Show a VM's event log (state changes with reasons)."""
     with ctx.client() as api:
-        emit(api.events(vm_id), ctx.output, EVENT_COLUMNS)
+        found = api.events(vm_id)
+    emit(found, ctx.output, event_columns(found))

@@ -14,6 +14,11 @@ VOLUME_COLUMNS = ("id", "tag", "size_gib", "state", "visibility", "owner", "orig
 DISK_COLUMNS = ("vm_id", "device", "kind", "volume_id", "image", "readonly")
 
 
+def disk_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The table columns for ``rows``: with ``site`` when they come from a broker."""
+    return (*DISK_COLUMNS, "site") if any("site" in row for row in rows) else DISK_COLUMNS
+
+
 def volume_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
     """The table columns for ``rows``: with ``site`` when they come from a broker."""
     if any("site" in row for row in rows):
@@ -120,7 +125,8 @@ def update(ctx: CliContext, volume_id: str, tag: str | None, public: bool | None
 def attach(ctx: CliContext, volume_id: str, vm_id: str, readonly: bool) -> None:
     """Hot-plug a volume into a running VM; prints the guest device (e.g. vdc)."""
     with ctx.client() as api:
-        emit(api.attach_volume(volume_id, vm_id, readonly=readonly), ctx.output, DISK_COLUMNS)
+        disk = api.attach_volume(volume_id, vm_id, readonly=readonly)
+    emit(disk, ctx.output, disk_columns([disk]))
 
 
 @volume.command("detach")
@@ -130,7 +136,8 @@ def attach(ctx: CliContext, volume_id: str, vm_id: str, readonly: bool) -> None:
 def detach(ctx: CliContext, volume_id: str, vm_id: str | None) -> None:
     """Hot-unplug a volume (VM_ID may be left out if only one of your VMs has it)."""
     with ctx.client() as api:
-        emit(api.detach_volume(volume_id, vm_id), ctx.output, DISK_COLUMNS)
+        disk = api.detach_volume(volume_id, vm_id)
+    emit(disk, ctx.output, disk_columns([disk]))
 
 
 @volume.command("delete")
@@ -148,7 +155,8 @@ def delete(ctx: CliContext, volume_ids: tuple[str, ...]) -> None:
 def vm_disks(ctx: CliContext, vm_id: str) -> None:
     """List the volumes and static disks plugged into a VM."""
     with ctx.client() as api:
-        emit(api.vm_disks(vm_id), ctx.output, DISK_COLUMNS)
+        disks = api.vm_disks(vm_id)
+    emit(disks, ctx.output, disk_columns(disks))
 
 
 @vm.command("attach-static")
@@ -158,7 +166,8 @@ def vm_disks(ctx: CliContext, vm_id: str) -> None:
 def attach_static(ctx: CliContext, vm_id: str, image: str) -> None:
     """Hot-plug the image IMAGE read-only into a running VM (a static disk)."""
     with ctx.client() as api:
-        emit(api.attach_static_disk(vm_id, image), ctx.output, DISK_COLUMNS)
+        disk = api.attach_static_disk(vm_id, image)
+    emit(disk, ctx.output, disk_columns([disk]))
 
 
 @vm.command("detach-disk")
@@ -168,4 +177,5 @@ def attach_static(ctx: CliContext, vm_id: str, image: str) -> None:
 def detach_disk(ctx: CliContext, vm_id: str, device: str) -> None:
     """Hot-unplug the disk at guest DEVICE (e.g. vdc) from a running VM."""
     with ctx.client() as api:
-        emit(api.detach_disk(vm_id, device), ctx.output, DISK_COLUMNS)
+        disk = api.detach_disk(vm_id, device)
+    emit(disk, ctx.output, disk_columns([disk]))

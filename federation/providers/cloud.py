@@ -1,69 +1,90 @@
 """A public cloud (cloud bursting) through an Apache Libcloud compute driver.
 
 :class:`LibcloudProvider` wraps a libcloud ``NodeDriver`` (EC2; in tests
-pointed at ``moto_server`` on loopback) behind :class:`ComputeProvider`:
+pointed at ``moto_server`` on loopback) behind :class:`ComputeProvider`.
+The EC2 specifics (the moto namespace fix, :data:`CLOUD_STATE_MAP`, error
+codes, status checks) are in :mod:`federation.providers.ec2`.
 
 * libcloud is blocking: every call runs in a worker thread
   (``asyncio.to_thread``), each thread with its own driver instance (libcloud
   connections are not thread-safe).
-* Stratus image names map to the cloud's image ids (AMIs) and Stratus
-  instance types to cloud sizes through :class:`~federation.model.PublicCloudConfig`;
-  an unmapped image or size is a refusal.
-* Every node is tagged at creation (``TagSpecification``) with
-  ``stratus-vm-id``, ``stratus-idempotency-key``, ``stratus-image`` and
-  ``stratus-instance-type``.  A create first looks for a live node with the
-  same idempotency key and returns it, so a retried create (after a timeout or
-  a 500 that came *after* the cloud made the node) makes no second node.  The
-  key is also sent as EC2's ``ClientToken`` (when at most 64 ASCII characters).
-* 5xx, 429 and throttling (``RequestLimitExceeded``, ``Throttling``...) and
-  connection errors are retried with backoff (tenacity); then the cloud counts
-  as failed (``SiteFailed``), after a best-effort removal of any node tagged
-  with the request's key.  Other 4xx answers are refusals (``SiteRefused``).
-* Addresses the cloud reports are data only; this module never connects to a
-  VM (no health check, ping or SSH).
+* The create body is the site's (``VMCreateRequest.spec``). Stratus image
+  names map to the cloud's image ids (AMIs) and instance types to cloud sizes
+  through :class:`~federation.model.PublicCloudConfig`; an unmapped image or
+  size is a refusal. SSH keys, context and user data become the instance's
+  user data for cloud-init (:mod:`federation.providers.cloud_spec`). What a
+  public cloud cannot honour (Stratus volumes, read-only volumes, static
+  disks, an address pool or address, host tags, a sharing group) is refused
+  with 422 ``not_supported_by_cloud`` before anything is made.
+* Nodes are tagged (``stratus-vm-id``, ``stratus-idempotency-key``,
+  ``stratus-image``, ``stratus-instance-type``); a create first looks for a
+  live node with its key, so a retry after a lost answer makes no second node
+  (the key also goes in EC2's ``ClientToken`` when it fits).
+* 5xx, 429, throttling and connection errors are retried with backoff; then
+  the cloud counts as failed (``SiteFailed``), after a best-effort removal of
+  any node tagged with a failed create's key. Other 4xx answers are
+  refusals (``SiteRefused`` with the HTTP status and the EC2 error code).
 
-moto quirk (``moto_server`` 5.x with libcloud 3.x's EC2 driver)
----------------------------------------------------------------
-
-moto answers with ``xmlns="http://ec2.amazonaws.com/doc/2016-11-15"``; libcloud
-looks elements up in ``http://ec2.amazonaws.com/doc/2016-11-15/`` (trailing
-slash, ``libcloud.compute.drivers.ec2.NAMESPACE``).  Unfixed, nothing
-matches and nothing fails loudly: ``list_nodes()`` and ``list_images()``
-return ``[]``, ``create_node()`` returns ``[]`` *although moto made the
-instance* (so a naive retry makes a second one), ``destroy_node()`` returns
-False although the instance was terminated.  Error bodies carry the same
-namespace, so libcloud's ``findall("Errors/Error")`` finds nothing and every
-error becomes ``BaseHTTPError('')`` with the EC2 error code lost.
-
-The fix lives at the adapter edge, in :class:`NamespaceTolerantEC2Response`:
-``parse_body`` rewrites every ``{http://ec2.amazonaws.com/doc/<version>}`` tag
-(with or without the slash) to libcloud's ``NAMESPACE``, and ``parse_error``
-strips the namespace before libcloud's own error parsing runs.  The
-connection and driver subclasses only plug that response class in.  With
-signature version 4 (``signature_version="4"``, needed for a custom host)
-create, list and destroy then work.
+Optional operations: what EC2 and moto really do: ``stop`` (a clean
+shutdown; the VM stays ``stopped`` until killed, where a site's is ``done``;
+no save as image), ``reboot``, ``console`` and ``wait`` (polling; ``ready``
+is EC2's status checks passing). Volumes, disks, networks, images and events
+are Stratus resources a public cloud does not have.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from xml.etree import ElementTree as StdET
 
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError, LibcloudError
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
-from libcloud.compute.drivers.ec2 import NAMESPACE, EC2Connection, EC2NodeDriver, EC2Response
 from libcloud.compute.types import NodeState
 
-from federation.errors import SiteFailed, SiteRefused, VMNotFound
+from core.resources.images import SaveAs
+from core.resources.vms import ConsoleOutput, VmCreate
+from core.vm_state import VmState, parse_state
+from federation.errors import ProviderNotFound, SiteFailed, SiteRefused
 from federation.model import CloudSize, PublicCloudConfig
-from federation.providers.base import ComputeProvider, ProviderVM, VMCreateRequest, VMState
+from federation.providers.base import (
+    ComputeProvider,
+    Operation,
+    ProviderVM,
+    VMCreateRequest,
+    WaitFor,
+)
+from federation.providers.cloud_spec import UserDataTooLarge, cloud_user_data, unsupported_parts
+from federation.providers.ec2 import (
+    CLOUD_STATE_MAP,
+    GONE_EC2_STATES,
+    LIVE_EC2_STATES,
+    NamespaceTolerantEC2NodeDriver,
+    error_message,
+    find_node,
+    is_not_found,
+    is_transient,
+    live_nodes_tagged,
+    make_driver,
+    refusal,
+    with_readiness,
+)
 from federation.providers.retry import RetryPolicy
+
+__all__ = [
+    "CLOUD_STATE_MAP",
+    "TAG_IMAGE",
+    "TAG_INSTANCE_TYPE",
+    "TAG_KEY",
+    "TAG_VM_ID",
+    "LibcloudProvider",
+    "NamespaceTolerantEC2NodeDriver",
+    "make_driver",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,137 +95,20 @@ TAG_KEY = "stratus-idempotency-key"
 TAG_IMAGE = "stratus-image"
 TAG_INSTANCE_TYPE = "stratus-instance-type"
 
-#: EC2 instance states that still hold a VM (``list_vms`` and the idempotency lookup).
-LIVE_EC2_STATES = ["pending", "running", "stopping", "stopped"]
-
-#: EC2 ``instanceState/name`` -> VMState.
-EC2_STATE_MAP: dict[str, VMState] = {
-    "pending": VMState.PENDING,
-    "running": VMState.RUNNING,
-    "shutting-down": VMState.SHUTDOWN,
-    "stopping": VMState.SHUTDOWN,
-    "stopped": VMState.STOPPED,
-    "terminated": VMState.DONE,
-}
-
-#: libcloud NodeState -> VMState, for drivers without a raw EC2 state.
-NODE_STATE_MAP: dict[str, VMState] = {
-    NodeState.RUNNING: VMState.RUNNING,
-    NodeState.STARTING: VMState.BOOT,
-    NodeState.REBOOTING: VMState.BOOT,
-    NodeState.PENDING: VMState.PENDING,
-    NodeState.STOPPING: VMState.SHUTDOWN,
-    NodeState.STOPPED: VMState.STOPPED,
-    NodeState.SUSPENDED: VMState.SUSPENDED,
-    NodeState.PAUSED: VMState.SUSPENDED,
-    NodeState.TERMINATED: VMState.DONE,
-    NodeState.ERROR: VMState.FAILED,
-    NodeState.UNKNOWN: VMState.UNKNOWN,
-}
-
-_THROTTLE_MARKERS = (
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-)
-_EC2_NS = re.compile(r"^\{http://ec2\.amazonaws\.com/doc/[0-9-]+/?\}")
-_LIBCLOUD_NS = "{" + NAMESPACE + "}"
-_ANY_NS = re.compile(r"^\{[^}]*\}")
-
-
-def normalise_ec2_namespace(root: Any) -> None:
-    """Rewrite every EC2 namespace in the tree under ``root`` to the one libcloud expects."""
-    for element in root.iter():
-        tag = element.tag
-        if isinstance(tag, str) and tag.startswith("{http://ec2.amazonaws.com/doc/"):
-            element.tag = _EC2_NS.sub(_LIBCLOUD_NS, tag)
-
-
-class NamespaceTolerantEC2Response(EC2Response):
-    """libcloud's EC2 response, tolerant of moto's namespace without the trailing slash."""
-
-    def parse_body(self) -> Any:
-        body = super().parse_body()
-        if hasattr(body, "iter"):
-            normalise_ec2_namespace(body)
-        return body
-
-    def parse_error(self) -> Any:
-        if not (self.status == 403 and str(self.body).startswith("Failure: 403 Forbidden")):
-            try:
-                root = StdET.fromstring(str(self.body or ""))
-            except (StdET.ParseError, TypeError, ValueError):
-                text = str(self.body or "").strip().replace("\n", " ")[:200]
-                return f"HTTP {self.status}: {text}" if text else f"HTTP {self.status}"
-            for element in root.iter():
-                if isinstance(element.tag, str):
-                    element.tag = _ANY_NS.sub("", element.tag)
-            self.body = StdET.tostring(root, encoding="unicode")
-        return super().parse_error()
-
-
-class NamespaceTolerantEC2Connection(EC2Connection):
-    responseCls = NamespaceTolerantEC2Response
-
-
-class NamespaceTolerantEC2NodeDriver(EC2NodeDriver):
-    """libcloud's EC2 driver with the namespace-tolerant response (works against moto and AWS)."""
-
-    connectionCls = NamespaceTolerantEC2Connection
-
-
-def _error_message(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    code = getattr(exc, "code", None)
-    text = str(message).strip().replace("\n", "; ")[:300]
-    return f"HTTP {code}: {text}" if code is not None else text
-
-
-def _transient(exc: BaseException) -> bool:
-    """Connection errors, timeouts, 5xx, 429 and throttling answers are worth retrying."""
-    if isinstance(exc, InvalidCredsError):
-        return False
-    if isinstance(exc, BaseHTTPError):
-        code = exc.code if isinstance(exc.code, int) else 0
-        return code >= 500 or code == 429 or any(m in str(exc.message) for m in _THROTTLE_MARKERS)
-    # requests' exceptions derive from OSError, as do socket errors and timeouts.
-    return isinstance(exc, OSError)
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, BaseHTTPError) and (
-        "InvalidInstanceID.NotFound" in str(exc.message)
-        or "InvalidInstanceID.Malformed" in str(exc.message)
-    )
-
-
-def make_driver(config: PublicCloudConfig, *, timeout: float = 30.0) -> NodeDriver:
-    """A libcloud driver for ``config``: the namespace-tolerant EC2 driver with signature v4."""
-    if config.driver != "ec2":
-        raise ValueError(
-            f"cloud {config.name}: driver {config.driver!r} is not supported "
-            "(only 'ec2'; pass driver_factory for others)"
-        )
-    kwargs: dict[str, Any] = {"region": config.region, "secure": config.secure, "timeout": timeout}
-    if config.host is not None:
-        kwargs["host"] = config.host
-    if config.port is not None:
-        kwargs["port"] = config.port
-    return NamespaceTolerantEC2NodeDriver(
-        config.key, config.secret, signature_version="4", **kwargs
-    )
+NOT_SUPPORTED = "not_supported_by_cloud"
 
 
 class LibcloudProvider(ComputeProvider):
     """A public cloud as a :class:`ComputeProvider`; ``name`` is the cloud's name.
 
     ``driver_factory`` builds one driver per worker thread (default:
-    :func:`make_driver`).  ``retry`` governs retries of transient errors.
+    :func:`~federation.providers.ec2.make_driver`). ``retry`` governs retries
+    of transient errors; ``poll_interval`` the seconds between looks while
+    :meth:`wait_vm` waits.
     """
+
+    kind = "cloud"
+    operations = frozenset({Operation.STOP, Operation.REBOOT, Operation.CONSOLE, Operation.WAIT})
 
     def __init__(
         self,
@@ -213,10 +117,12 @@ class LibcloudProvider(ComputeProvider):
         retry: RetryPolicy | None = None,
         driver_factory: Callable[[], NodeDriver] | None = None,
         timeout: float = 30.0,
+        poll_interval: float = 1.0,
     ) -> None:
         self.name = config.name
         self.config = config
         self._retry = retry or RetryPolicy()
+        self._poll = poll_interval
         if driver_factory is None:
             make_driver(config, timeout=timeout)  # validate the configuration now
             self._factory: Callable[[], NodeDriver] = lambda: make_driver(config, timeout=timeout)
@@ -237,47 +143,56 @@ class LibcloudProvider(ComputeProvider):
         """Run ``fn(driver)`` in a thread, retrying transient errors.
 
         Raises ``SiteFailed`` when retries are exhausted or credentials are
-        rejected; other libcloud errors (4xx) propagate for the caller to map.
+        rejected; a 4xx ``BaseHTTPError`` propagates for the caller to map.
         """
         policy = self._retry
         try:
-            async for attempt in policy.retrying(_transient):
+            async for attempt in policy.retrying(is_transient):
                 with attempt:
                     return await asyncio.to_thread(lambda: fn(self._driver()))
         except InvalidCredsError as exc:
             raise SiteFailed(
-                self.name, f"{op}: credentials rejected: {_error_message(exc)}"
+                self.name, f"{op}: credentials rejected: {error_message(exc)}"
             ) from exc
         except (BaseHTTPError, OSError) as exc:
-            if _transient(exc):
+            if is_transient(exc):
                 raise SiteFailed(
-                    self.name, f"{op}: {_error_message(exc)} after {policy.attempts} attempts"
+                    self.name, f"{op}: {error_message(exc)} after {policy.attempts} attempts"
                 ) from exc
             raise
         except LibcloudError as exc:
-            raise SiteFailed(self.name, f"{op}: {_error_message(exc)}") from exc
+            raise SiteFailed(self.name, f"{op}: {error_message(exc)}") from exc
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+    async def _on_node(self, op: str, provider_id: str, fn: Callable[[NodeDriver], T]) -> T:
+        """:meth:`_invoke` for an operation on one node: not found -> ``ProviderNotFound``,
+        other 4xx -> ``SiteRefused``."""
+        try:
+            return await self._invoke(op, fn)
+        except BaseHTTPError as exc:
+            if is_not_found(exc):
+                raise ProviderNotFound(self.name, f"no VM {provider_id}") from exc
+            raise refusal(self.name, op, exc) from exc
 
     def _size_of(self, instance_type: str | None) -> CloudSize | None:
         return self.config.sizes.get(instance_type) if instance_type else None
 
-    def _to_vm(self, node: Node) -> ProviderVM:
+    def _to_vm(self, node: Node, ready: bool = False) -> ProviderVM:
         extra: Mapping[str, Any] = node.extra or {}
         tags: Mapping[str, str] = extra.get("tags") or {}
         raw = extra.get("status")
-        if isinstance(raw, str) and raw in EC2_STATE_MAP:
-            state = EC2_STATE_MAP[raw]
-        else:
-            state = NODE_STATE_MAP.get(node.state, VMState.UNKNOWN)
+        if not isinstance(raw, str):
             raw = str(node.state)
         itype = tags.get(TAG_INSTANCE_TYPE)
         size = self._size_of(itype)
+        state = parse_state(raw, CLOUD_STATE_MAP)
         addresses = tuple(a for a in [*(node.public_ips or ()), *(node.private_ips or ())] if a)
         return ProviderVM(
             site=self.name,
             provider_id=str(node.id),
             name=str(tags.get("Name") or node.name or node.id),
             state=state,
+            ready=ready and state is VmState.RUNNING,
             image=tags.get(TAG_IMAGE),
             instance_type=itype,
             vcpus=size.vcpus if size else None,
@@ -288,39 +203,52 @@ class LibcloudProvider(ComputeProvider):
             raw_state=raw,
             price_per_hour=size.price_per_hour if size else None,
             created_at=getattr(node, "created_at", None),
+            extra={
+                "cloud_image": extra.get("image_id"),
+                "cloud_size": extra.get("instance_type"),
+                "availability_zone": extra.get("availability"),
+                "launch_time": extra.get("launch_time"),
+            },
         )
 
-    @staticmethod
-    def _live_by_key(driver: NodeDriver, key: str) -> list[Node]:
-        nodes = driver.list_nodes(
-            ex_filters={f"tag:{TAG_KEY}": key, "instance-state-name": list(LIVE_EC2_STATES)}
-        )
-        return sorted(nodes, key=lambda n: (str(n.extra.get("launch_time") or ""), n.id))
+    def _sizing(self, spec: VmCreate) -> tuple[str, CloudSize]:
+        itype, vcpus, memory = spec.sizing()
+        wanted = None if spec.vcpus is not None else itype
+        sized = self.config.size_for(wanted, vcpus, memory)
+        if sized is None:
+            what = wanted or f"{vcpus} CPUs / {memory} MiB"
+            raise SiteRefused(self.name, f"no size on {self.name} for {what}", code="no_size")
+        return sized
 
-    # -- ComputeProvider ------------------------------------------------------
+    # -- required ---------------------------------------------------------------
 
     async def create_vm(self, request: VMCreateRequest) -> ProviderVM:
-        image_id = self.config.images.get(request.image)
+        spec = request.spec
+        parts = unsupported_parts(spec)
+        if parts:
+            raise SiteRefused(
+                self.name,
+                f"a public cloud cannot honour {', '.join(parts)} (Stratus site resources)",
+                status=422,
+                code=NOT_SUPPORTED,
+            )
+        image_id = self.config.images.get(spec.image)
         if image_id is None:
-            raise SiteRefused(self.name, f"image {request.image} is not available on {self.name}")
-        sized = self.config.size_for(
-            request.instance_type, request.vcpus or 0, request.memory_mib or 0
-        )
-        if sized is None:
-            what = request.instance_type or f"{request.vcpus} CPUs / {request.memory_mib} MiB"
-            raise SiteRefused(self.name, f"no size on {self.name} for {what}")
-        itype, size = sized
+            raise SiteRefused(
+                self.name, f"image {spec.image} is not available on {self.name}", code="no_image"
+            )
+        itype, size = self._sizing(spec)
+        try:
+            user_data = cloud_user_data(spec)
+        except UserDataTooLarge as exc:
+            raise SiteRefused(self.name, str(exc), status=422, code=NOT_SUPPORTED) from exc
         key = request.idempotency_key
-        tags = {
-            TAG_VM_ID: request.vm_id,
-            TAG_KEY: key,
-            TAG_IMAGE: request.image,
-            TAG_INSTANCE_TYPE: itype,
-        }
+        tags = {TAG_VM_ID: request.vm_id, TAG_KEY: key, TAG_IMAGE: spec.image}
+        tags[TAG_INSTANCE_TYPE] = itype
         client_token = key if len(key) <= 64 and key.isascii() and key.isprintable() else None
 
         def find_or_create(driver: NodeDriver) -> Node:
-            existing = self._live_by_key(driver, key)
+            existing = live_nodes_tagged(driver, TAG_KEY, key)
             if existing:
                 for extra_node in existing[1:]:  # never keep two for one key
                     driver.destroy_node(extra_node)
@@ -337,6 +265,8 @@ class LibcloudProvider(ComputeProvider):
             kwargs: dict[str, Any] = {"ex_metadata": tags}
             if client_token is not None:
                 kwargs["ex_clienttoken"] = client_token
+            if user_data is not None:
+                kwargs["ex_userdata"] = user_data
             created = driver.create_node(
                 name=request.name,
                 size=node_size,
@@ -344,8 +274,8 @@ class LibcloudProvider(ComputeProvider):
                 **kwargs,
             )
             if not isinstance(created, Node):
-                # The cloud answered 200 but the answer names no instance (what the
-                # unfixed namespace quirk looks like): a failure; the cleanup removes
+                # The cloud answered 200 but names no instance (what the unfixed
+                # namespace quirk looks like): a failure; the cleanup removes
                 # whatever the cloud may have made under this key.
                 raise LibcloudError(
                     f"the cloud's answer to RunInstances names no instance: {created!r}"
@@ -359,14 +289,14 @@ class LibcloudProvider(ComputeProvider):
             raise
         except BaseHTTPError as exc:
             await self._cleanup(key)
-            raise SiteRefused(self.name, _error_message(exc)) from exc
+            raise refusal(self.name, "create", exc) from exc
         return self._to_vm(node)
 
     async def _cleanup(self, key: str) -> None:
         """Best effort: remove any node tagged with ``key`` (a failed create leaves nothing)."""
 
         def remove(driver: NodeDriver) -> int:
-            nodes = self._live_by_key(driver, key)
+            nodes = live_nodes_tagged(driver, TAG_KEY, key)
             for node in nodes:
                 driver.destroy_node(node)
             return len(nodes)
@@ -384,33 +314,95 @@ class LibcloudProvider(ComputeProvider):
             )
 
     async def get_vm(self, provider_id: str) -> ProviderVM:
-        try:
-            nodes = await self._invoke("get", lambda d: d.list_nodes(ex_node_ids=[provider_id]))
-        except BaseHTTPError as exc:
-            if _is_not_found(exc):
-                raise VMNotFound(self.name, f"no VM {provider_id}") from exc
-            raise SiteFailed(self.name, f"get {provider_id}: {_error_message(exc)}") from exc
-        for node in nodes:
-            if node.id == provider_id:
-                return self._to_vm(node)
-        raise VMNotFound(self.name, f"no VM {provider_id}")
+        def get(driver: NodeDriver) -> tuple[Node, bool] | None:
+            node = find_node(driver, provider_id)
+            return None if node is None else with_readiness(driver, [node])[0]
 
-    async def list_vms(self) -> list[ProviderVM]:
-        filters = {"tag-key": TAG_VM_ID, "instance-state-name": list(LIVE_EC2_STATES)}
-        try:
-            nodes = await self._invoke("list", lambda d: d.list_nodes(ex_filters=filters))
-        except BaseHTTPError as exc:
-            raise SiteFailed(self.name, f"list: {_error_message(exc)}") from exc
-        return [self._to_vm(n) for n in nodes]
+        found = await self._on_node("get", provider_id, get)
+        if found is None:
+            raise ProviderNotFound(self.name, f"no VM {provider_id}")
+        return self._to_vm(*found)
 
-    async def kill_vm(self, provider_id: str) -> None:
-        def destroy(driver: NodeDriver) -> bool:
+    async def list_vms(self, *, include_done: bool = False) -> list[ProviderVM]:
+        states = LIVE_EC2_STATES + (GONE_EC2_STATES if include_done else [])
+        filters = {"tag-key": TAG_VM_ID, "instance-state-name": states}
+
+        def listing(driver: NodeDriver) -> list[tuple[Node, bool]]:
+            return with_readiness(driver, driver.list_nodes(ex_filters=filters))
+
+        try:
+            found = await self._invoke("list", listing)
+        except BaseHTTPError as exc:
+            raise SiteFailed(self.name, f"list: {error_message(exc)}") from exc
+        return [self._to_vm(node, ready) for node, ready in found]
+
+    async def kill_vm(self, provider_id: str, *, force: bool = False) -> ProviderVM | None:
+        # ``force`` changes nothing here: a cloud VM has no pending save to drop.
+        def destroy(driver: NodeDriver) -> Node | None:
+            driver.destroy_node(Node(provider_id, provider_id, NodeState.UNKNOWN, [], [], driver))
+            return find_node(driver, provider_id)
+
+        try:
+            node = await self._invoke("kill", destroy)
+        except BaseHTTPError as exc:
+            if is_not_found(exc):
+                return None
+            raise SiteFailed(self.name, f"kill {provider_id}: {error_message(exc)}") from exc
+        return None if node is None else self._to_vm(node)
+
+    # -- optional operations ------------------------------------------------------
+
+    async def _running_node(
+        self, op: str, provider_id: str, act: Callable[[NodeDriver, Node], object]
+    ) -> ProviderVM:
+        """Apply ``act`` (operation ``op``) to a running node; 409 ``invalid_state`` if it
+        is not running."""
+
+        def run(driver: NodeDriver) -> Node:
+            node = find_node(driver, provider_id)
+            if node is None:
+                raise ProviderNotFound(self.name, f"no VM {provider_id}")
+            state = parse_state(node.extra.get("status", node.state), CLOUD_STATE_MAP)
+            if state is not VmState.RUNNING:
+                raise SiteRefused(
+                    self.name,
+                    f"VM {provider_id} is {state}: {op} needs a running VM",
+                    code="invalid_state",
+                )
+            act(driver, node)
+            return find_node(driver, provider_id) or node
+
+        return self._to_vm(await self._on_node(op, provider_id, run))
+
+    async def stop_vm(self, provider_id: str, *, save: SaveAs | None = None) -> ProviderVM:
+        if save is not None:
+            raise SiteRefused(
+                self.name,
+                "saving a VM's disk as a Stratus image is not possible on a public cloud",
+                status=422,
+                code=NOT_SUPPORTED,
+            )
+        return await self._running_node("stop", provider_id, lambda d, n: d.stop_node(n))
+
+    async def reboot_vm(self, provider_id: str) -> ProviderVM:
+        return await self._running_node("reboot", provider_id, lambda d, n: d.reboot_node(n))
+
+    async def console(self, provider_id: str, *, tail: int) -> ConsoleOutput:
+        def output(driver: NodeDriver) -> str:
             node = Node(provider_id, provider_id, NodeState.UNKNOWN, [], [], driver)
-            return bool(driver.destroy_node(node))
+            text = driver.ex_get_console_output(node).get("output")  # type: ignore[attr-defined]
+            return str(text or "")
 
-        try:
-            await self._invoke("kill", destroy)
-        except BaseHTTPError as exc:
-            if _is_not_found(exc):
-                return
-            raise SiteFailed(self.name, f"kill {provider_id}: {_error_message(exc)}") from exc
+        data = (await self._on_node("console", provider_id, output)).encode()
+        text = data[-tail:].decode(errors="replace")
+        return ConsoleOutput(vm_id=provider_id, output=text, truncated=len(data) > tail)
+
+    async def wait_vm(self, provider_id: str, until: WaitFor, timeout: float) -> ProviderVM:
+        deadline = time.monotonic() + timeout
+        while True:
+            vm = await self.get_vm(provider_id)
+            reached = vm.ready if until == "ready" else vm.state is VmState.RUNNING
+            left = deadline - time.monotonic()
+            if reached or vm.state.is_terminal or left <= 0:
+                return vm
+            await asyncio.sleep(min(self._poll, left))

@@ -1,251 +1,230 @@
-"""A peer Stratus site, reached over HTTP through its site agent's ``/api/v1/vms`` API.
+"""A peer Stratus site as a :class:`ComputeProvider`, over the typed site API client.
 
-Site API used (JSON; errors are ``{"error": {"code", "message"}}``)::
+:class:`PeerSiteProvider` offers every operation of the contract: the site
+agent has them all. It is a thin layer over
+:class:`~federation.providers.site_api.SiteApi`, which sends the requests
+and maps the site's errors once; here only the contract's own semantics
+are added:
 
-    POST   /api/v1/vms          {image, name, instance_type | vcpus + memory_mib, count: 1}
-                                Idempotency-Key: <key>
-                                -> 202 {id, state, ...} (or {"vms": [{id, state, ...}]})
-    GET    /api/v1/vms/{id}     -> 200 {id, state, ...}; 404 if unknown
-    GET    /api/v1/vms          -> 200 {"vms": [...]} (or a bare list)
-    DELETE /api/v1/vms/{id}     -> 200/202/204; 404 if unknown (treated as success)
+* a VM's state goes through :data:`core.vm_state.SITE_STATE_MAP` (a state
+  that is not a site state reads ``unknown``); what only a site knows
+  (``host``, ``network``, ``address``, ``mac``, ``owner``, ``group``,
+  ``via``, ``ip``, ``updated_at``) goes into ``ProviderVM.extra``;
+* killing or deleting something the site does not know succeeds (``kill_vm``
+  returns None);
+* ``list_vms`` leaves out ``done`` VMs unless asked.
 
-The ``httpx.AsyncClient`` is injected: the broker configures it (mutual TLS,
-credentials, timeouts) and tests pass one over ``httpx.MockTransport`` or a
-loopback app.  Idempotent operations — GET, DELETE, and POST *with* an
-``Idempotency-Key`` — are retried with backoff on connection errors,
-timeouts, 5xx and 429 (honouring ``Retry-After``); then the site counts as
-failed (:class:`~federation.errors.SiteFailed`).  A 4xx answer to a create is
-a refusal (:class:`~federation.errors.SiteRefused`) except 401, which means the
-broker's credentials are wrong and is a failure.
+Users: :meth:`PeerSiteProvider.acting_for` returns the provider over
+``api.as_user(user)``: the site then creates, shows and lists as that user
+(delegated requests) and records the real owner. Without a delegation
+signer the provider cannot act for anyone but the broker's account:
+``knows_users`` is then False and ``acting_for`` returns the provider itself.
+
+The federation's own view (``acting_for(None)``, the broker's token):
+``list_vms`` lists the broker account's VMs and, when ``broker`` (the
+broker's name) is given, also every VM the broker created at the site for
+its users (``GET /vms?all=true&via=<broker>``; the broker's account at the
+site needs the site-admin role for that): what an orphan sweep needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
 from dataclasses import replace
-from datetime import datetime
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Literal
 
-import httpx
-
-from federation.errors import SiteFailed, SiteRefused, VMNotFound
+from auth.delegation import DelegatedUser
+from core.resources.images import ImageDeleted, ImagePublic, ImageRegister, SaveAs
+from core.resources.networks import NetworkDetail, NetworkPublic
+from core.resources.vms import ConsoleOutput, VmEventPublic, VmListQuery, VmPublic
+from core.resources.volumes import (
+    DiskAttach,
+    VmDisk,
+    VolumeAttach,
+    VolumeCreate,
+    VolumeDetach,
+    VolumeListQuery,
+    VolumePublic,
+    VolumeUpdate,
+)
+from core.vm_state import SITE_STATE_MAP, VmState, parse_state
+from federation.errors import ProviderNotFound
 from federation.providers.base import (
     ComputeProvider,
+    Operation,
     ProviderVM,
     VMCreateRequest,
-    VMState,
-    parse_state,
+    WaitFor,
 )
-from federation.providers.retry import NO_RETRY, RetryPolicy
+from federation.providers.site_api import SiteApi
 
-#: Site agent states -> VMState (the site uses the same OpenNebula names).
-SITE_STATE_MAP: dict[str, VMState] = {s.value: s for s in VMState}
+#: The longest a site holds one ``?wait=`` answer (``VmShowQuery.timeout``), seconds.
+MAX_WAIT = 600.0
 
-
-class _RetryableStatus(Exception):
-    """A 5xx or 429 answer, raised inside the retry loop so tenacity retries it."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-        self.retry_after = _retry_after(response)
+#: ``VmPublic`` fields that only a site has: kept in ``ProviderVM.extra``.
+SITE_EXTRA_FIELDS = ("host", "network", "address", "mac", "owner", "group", "via", "ip")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, _RetryableStatus | httpx.TransportError)
-
-
-def _error_text(response: httpx.Response) -> str:
-    """``code: message`` from a JSON error body, else the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        err = body["error"]
-        code, message = err.get("code"), err.get("message")
-        if code and message:
-            return f"{message} ({code})"
-        return str(message or code)
-    text = response.text.strip().replace("\n", " ")
-    return text[:200] or f"HTTP {response.status_code}"
+def provider_vm(site: str, vm: VmPublic) -> ProviderVM:
+    """The contract's view of a site's VM resource."""
+    extra: dict[str, Any] = {k: getattr(vm, k) for k in SITE_EXTRA_FIELDS}
+    extra["updated_at"] = vm.updated_at
+    addresses = tuple(dict.fromkeys(a for a in (vm.ip, vm.address) if a and a != "none"))
+    return ProviderVM(
+        site=site,
+        provider_id=vm.id,
+        name=vm.name,
+        state=parse_state(vm.state.value, SITE_STATE_MAP),
+        state_reason=vm.state_reason,
+        ready=vm.ready,
+        image=vm.image,
+        instance_type=vm.instance_type,
+        vcpus=vm.vcpus,
+        memory_mib=vm.memory_mib,
+        addresses=addresses,
+        raw_state=vm.state.value,
+        created_at=vm.created_at,
+        extra=extra,
+    )
 
 
 class PeerSiteProvider(ComputeProvider):
-    """A peer site as a :class:`ComputeProvider`; ``name`` is the site's name.
+    """A peer site (see the module docstring); ``name`` is the site's name.
 
-    ``base_url`` is the site's root (``https://site.example:8443``); with
-    ``base_url=None`` paths are relative to the client's own ``base_url``.
+    ``api`` is the site's client (as the broker's account, or as a user);
+    ``broker`` the broker's name at the sites (enables the federation-wide
+    listing described above).
     """
 
-    def __init__(
-        self,
-        name: str,
-        client: httpx.AsyncClient,
-        *,
-        base_url: str | None = None,
-        retry: RetryPolicy | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    kind = "site"
+    operations = frozenset(Operation)
+
+    def __init__(self, name: str, api: SiteApi, *, broker: str | None = None) -> None:
         self.name = name
-        self._client = client
-        self._prefix = (base_url.rstrip("/") if base_url else "") + "/api/v1/vms"
-        self._retry = retry or RetryPolicy()
-        self._headers = dict(headers or {})
+        self.api = api
+        self.broker = broker
 
-    # -- HTTP -----------------------------------------------------------------
+    @property
+    def knows_users(self) -> bool:  # type: ignore[override]
+        """True when the site client can sign delegated requests."""
+        return self.api.can_delegate
 
-    async def _send(
-        self,
-        method: str,
-        path: str = "",
-        *,
-        json: Any = None,
-        idempotency_key: str | None = None,
-    ) -> httpx.Response:
-        """Send one request, retrying transient failures when the operation is idempotent.
+    def acting_for(self, user: DelegatedUser | None) -> ComputeProvider:
+        if not self.api.can_delegate:
+            return self
+        return PeerSiteProvider(self.name, self.api.as_user(user), broker=self.broker)
 
-        Returns any non-5xx, non-429 response; raises ``SiteFailed`` when the
-        site stays unreachable or keeps answering 5xx/429.
-        """
-        headers = dict(self._headers)
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
-        idempotent = method in ("GET", "HEAD", "DELETE") or idempotency_key is not None
-        policy = self._retry if idempotent else NO_RETRY
-        url = self._prefix + path
-        try:
-            async for attempt in policy.retrying(_transient):
-                with attempt:
-                    response = await self._client.request(method, url, json=json, headers=headers)
-                    if response.status_code >= 500 or response.status_code == 429:
-                        raise _RetryableStatus(response)
-                    return response
-        except _RetryableStatus as exc:
-            what = "throttled (429)" if exc.response.status_code == 429 else "server error"
-            raise SiteFailed(
-                self.name,
-                f"{what}: HTTP {exc.response.status_code} {_error_text(exc.response)} "
-                f"after {policy.attempts} attempts",
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise SiteFailed(self.name, f"timeout after {policy.attempts} attempts") from exc
-        except httpx.TransportError as exc:
-            raise SiteFailed(
-                self.name,
-                f"unreachable: {type(exc).__name__}: {exc} after {policy.attempts} attempts",
-            ) from exc
-        raise AssertionError("unreachable: the retry loop returns or raises")
+    def _vm(self, vm: VmPublic) -> ProviderVM:
+        return provider_vm(self.name, vm)
 
-    def _parse_vm(self, data: Any) -> ProviderVM:
-        if isinstance(data, dict) and isinstance(data.get("vms"), list) and data["vms"]:
-            data = data["vms"][0]
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise SiteFailed(self.name, "malformed answer: no VM id in the response")
-        raw_state = str(data.get("state", ""))
-        created: datetime | None = None
-        if isinstance(data.get("created_at"), str):
-            try:
-                created = datetime.fromisoformat(data["created_at"].replace("Z", "+00:00"))
-            except ValueError:
-                created = None
-        addresses = tuple(str(a) for a in data.get("addresses", ()) if a) or (
-            (str(data["ip"]),) if data.get("ip") else ()
-        )
-
-        def _int(key: str) -> int | None:
-            value = data.get(key)
-            return value if isinstance(value, int) else None
-
-        return ProviderVM(
-            site=self.name,
-            provider_id=data["id"],
-            name=str(data.get("name") or data["id"]),
-            state=SITE_STATE_MAP.get(raw_state, parse_state(raw_state)),
-            image=data.get("image"),
-            instance_type=data.get("instance_type"),
-            vcpus=_int("vcpus"),
-            memory_mib=_int("memory_mib"),
-            addresses=addresses,
-            raw_state=raw_state,
-            created_at=created,
-        )
-
-    def _json(self, response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise SiteFailed(
-                self.name, f"malformed answer: HTTP {response.status_code} body is not JSON"
-            ) from exc
-
-    # -- ComputeProvider ------------------------------------------------------
+    # --- required ---------------------------------------------------------------------
 
     async def create_vm(self, request: VMCreateRequest) -> ProviderVM:
-        body: dict[str, Any] = {"image": request.image, "name": request.name, "count": 1}
-        if request.instance_type is not None:
-            body["instance_type"] = request.instance_type
-        else:
-            body["vcpus"] = request.vcpus
-            body["memory_mib"] = request.memory_mib
-        if request.ssh_keys:
-            body["ssh_keys"] = list(request.ssh_keys)
-        if request.user_data is not None:
-            body["user_data"] = request.user_data
-        if request.context:
-            body["context"] = dict(request.context)
-        response = await self._send("POST", json=body, idempotency_key=request.idempotency_key)
-        status = response.status_code
-        if status in (200, 201, 202):
-            vm = self._parse_vm(self._json(response))
-            return _with_ids(vm, request)
-        if status == 401:
-            raise SiteFailed(
-                self.name, f"the site rejected the broker's credentials: {_error_text(response)}"
-            )
-        if 400 <= status < 500:
-            raise SiteRefused(self.name, _error_text(response))
-        raise SiteFailed(self.name, f"unexpected answer HTTP {status} to a create")
+        (vm, *_) = await self.api.create_vm(request.spec, idempotency_key=request.idempotency_key)
+        return replace(self._vm(vm), vm_id=request.vm_id, idempotency_key=request.idempotency_key)
 
     async def get_vm(self, provider_id: str) -> ProviderVM:
-        response = await self._send("GET", "/" + quote(provider_id, safe=""))
-        if response.status_code == 200:
-            return self._parse_vm(self._json(response))
-        if response.status_code == 404:
-            raise VMNotFound(self.name, f"no VM {provider_id}")
-        raise SiteFailed(self.name, f"HTTP {response.status_code} {_error_text(response)}")
+        return self._vm(await self.api.get_vm(provider_id))
 
-    async def list_vms(self) -> list[ProviderVM]:
-        response = await self._send("GET")
-        if response.status_code != 200:
-            raise SiteFailed(self.name, f"HTTP {response.status_code} {_error_text(response)}")
-        data = self._json(response)
-        items = data.get("vms") if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise SiteFailed(self.name, "malformed answer: no VM list in the response")
-        vms = [self._parse_vm(item) for item in items]
-        return [vm for vm in vms if vm.state is not VMState.DONE]
+    async def list_vms(self, *, include_done: bool = False) -> list[ProviderVM]:
+        query = VmListQuery(include_done=include_done)
+        vms = await self.api.list_vms(query)
+        if self.broker is not None and self.api.user is None:
+            ids = {vm.id for vm in vms}
+            every = VmListQuery(all=True, include_done=include_done)
+            vms += [v for v in await self.api.list_vms(every, via=self.broker) if v.id not in ids]
+        found = [self._vm(vm) for vm in vms]
+        if include_done:
+            return found
+        return [vm for vm in found if vm.state is not VmState.DONE]
 
-    async def kill_vm(self, provider_id: str) -> None:
-        response = await self._send("DELETE", "/" + quote(provider_id, safe=""))
-        if response.status_code in (200, 202, 204, 404):
+    async def kill_vm(self, provider_id: str, *, force: bool = False) -> ProviderVM | None:
+        try:
+            return self._vm(await self.api.kill_vm(provider_id, force=force))
+        except ProviderNotFound:
+            return None
+
+    # --- VM operations ----------------------------------------------------------------
+
+    async def stop_vm(self, provider_id: str, *, save: SaveAs | None = None) -> ProviderVM:
+        return self._vm(await self.api.stop_vm(provider_id, save=save))
+
+    async def reboot_vm(self, provider_id: str) -> ProviderVM:
+        return self._vm(await self.api.reboot_vm(provider_id))
+
+    async def wait_vm(self, provider_id: str, until: WaitFor, timeout: float) -> ProviderVM:
+        # The site holds one answer at most MAX_WAIT seconds: longer waits take several.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._vm(await self.api.get_vm(provider_id))
+            vm = await self.api.get_vm(provider_id, wait=until, timeout=min(left, MAX_WAIT))
+            reached = vm.ready if until == "ready" else vm.state is VmState.RUNNING
+            if reached or vm.state.is_terminal or left <= MAX_WAIT:
+                return self._vm(vm)
+
+    async def console(self, provider_id: str, *, tail: int) -> ConsoleOutput:
+        return await self.api.console(provider_id, tail=tail)
+
+    async def events(self, provider_id: str) -> list[VmEventPublic]:
+        return await self.api.events(provider_id)
+
+    async def vm_disks(self, provider_id: str) -> list[VmDisk]:
+        return await self.api.vm_disks(provider_id)
+
+    async def attach_disk(self, provider_id: str, disk: DiskAttach) -> VmDisk:
+        return await self.api.attach_disk(provider_id, disk)
+
+    async def detach_disk(self, provider_id: str, device: str) -> VmDisk:
+        return await self.api.detach_disk(provider_id, device)
+
+    # --- volumes ----------------------------------------------------------------------
+
+    async def create_volume(self, body: VolumeCreate, *, idempotency_key: str) -> VolumePublic:
+        return await self.api.create_volume(body, idempotency_key=idempotency_key)
+
+    async def get_volume(
+        self, volume_id: str, *, wait: Literal["ready"] | None = None, timeout: float = 0.0
+    ) -> VolumePublic:
+        if wait is None or timeout <= 0:
+            return await self.api.get_volume(volume_id)
+        return await self.api.get_volume(volume_id, wait=wait, timeout=min(timeout, MAX_WAIT))
+
+    async def list_volumes(self, query: VolumeListQuery) -> list[VolumePublic]:
+        return await self.api.list_volumes(query)
+
+    async def update_volume(self, volume_id: str, changes: VolumeUpdate) -> VolumePublic:
+        return await self.api.update_volume(volume_id, changes)
+
+    async def delete_volume(self, volume_id: str) -> None:
+        try:
+            await self.api.delete_volume(volume_id)
+        except ProviderNotFound:
             return
-        raise SiteFailed(
-            self.name,
-            f"kill of {provider_id} answered HTTP {response.status_code} {_error_text(response)}",
-        )
 
+    async def attach_volume(self, volume_id: str, body: VolumeAttach) -> VmDisk:
+        return await self.api.attach_volume(volume_id, body)
 
-def _with_ids(vm: ProviderVM, request: VMCreateRequest) -> ProviderVM:
-    return replace(vm, vm_id=request.vm_id, idempotency_key=request.idempotency_key)
+    async def detach_volume(self, volume_id: str, body: VolumeDetach) -> VmDisk:
+        return await self.api.detach_volume(volume_id, body)
+
+    # --- networks and images ----------------------------------------------------------
+
+    async def list_networks(self) -> list[NetworkPublic]:
+        return await self.api.list_networks()
+
+    async def get_network(self, name: str) -> NetworkDetail:
+        return await self.api.get_network(name)
+
+    async def list_images(self) -> list[ImagePublic]:
+        return await self.api.list_images()
+
+    async def get_image(self, name: str) -> ImagePublic:
+        return await self.api.get_image(name)
+
+    async def register_image(self, body: ImageRegister) -> ImagePublic:
+        return await self.api.register_image(body)
+
+    async def delete_image(self, name: str) -> ImageDeleted:
+        return await self.api.delete_image(name)

@@ -1,72 +1,31 @@
-"""``/images``: register (by URL), list, show, delete; image cache errors -> HTTP errors.
+"""``/images``: register (by URL), list, show, delete.
 
 Who may do what (docs/images.md): any user registers ``http(s)://`` images,
 private to them; only site admins register ``file://`` URLs and public
 images. Owners and site admins delete; an image in use cannot be deleted.
+Image cache errors are answered by ``site_agent.api.errors``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from aiohttp import web
 
 from auth.request import principal_of
 from core.app import RouteSpec
-from core.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
+from core.errors import NotFound
 from core.http import json_response, read_json
-from site_agent.api.keys import IMAGES
-from site_agent.images.errors import (
-    CacheFull,
-    ImageBusy,
-    ImageConfigured,
-    ImageError,
-    ImageForbidden,
-    ImageInUse,
-    ImageNameTaken,
-    ImageNotFound,
-    ImageNotUsable,
-    ImageTooLarge,
-    SourceRefused,
-)
-from site_agent.images.models import (
+from core.resources.images import (
     IMAGE_NAME_PATTERN,
     ImageDeleted,
     ImageList,
     ImagePublic,
     ImageRegister,
 )
+from site_agent.api.keys import IMAGES
 
 _NAME = re.compile(IMAGE_NAME_PATTERN)
-
-
-@contextmanager
-def api_errors() -> Iterator[None]:
-    """Translate image cache errors into the service's HTTP errors."""
-    try:
-        yield
-    except ImageNotFound as exc:
-        raise NotFound(str(exc)) from exc
-    except ImageNameTaken as exc:
-        raise Conflict(str(exc), code="image_exists") from exc
-    except ImageForbidden as exc:
-        raise Forbidden(str(exc)) from exc
-    except (SourceRefused, ImageTooLarge) as exc:
-        raise ValidationFailed(str(exc), details=[{"field": "url", "problem": str(exc)}]) from exc
-    except ImageInUse as exc:
-        raise Conflict(str(exc), code="image_in_use") from exc
-    except ImageBusy as exc:
-        raise Conflict(str(exc), code="image_busy") from exc
-    except ImageConfigured as exc:
-        raise Conflict(str(exc), code="image_configured") from exc
-    except ImageNotUsable as exc:
-        raise Conflict(str(exc), code="image_unavailable") from exc
-    except CacheFull as exc:
-        raise Unavailable(str(exc), code="image_cache_full") from exc
-    except ImageError as exc:
-        raise Conflict(str(exc), code="image_error") from exc
 
 
 def _name(request: web.Request) -> str:
@@ -80,8 +39,7 @@ async def register_image(request: web.Request) -> web.Response:
     """POST /images: 201 with the image in ``pending``; it is fetched on first use."""
     principal = principal_of(request)
     body = await read_json(request, ImageRegister)
-    with api_errors():
-        image = await request.app[IMAGES].register(principal, body)
+    image = await request.app[IMAGES].register(principal, body)
     return json_response(image, status=201)
 
 
@@ -94,16 +52,14 @@ async def list_images(request: web.Request) -> web.Response:
 
 async def show_image(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    with api_errors():
-        image = await request.app[IMAGES].get_for(principal, _name(request))
+    image = await request.app[IMAGES].get_for(principal, _name(request))
     return json_response(image)
 
 
 async def delete_image(request: web.Request) -> web.Response:
     """DELETE /images/{name}: 409 ``image_in_use`` while a VM or volume uses it."""
     principal = principal_of(request)
-    with api_errors():
-        deleted = await request.app[IMAGES].delete(principal, _name(request))
+    deleted = await request.app[IMAGES].delete(principal, _name(request))
     return json_response(deleted)
 
 

@@ -10,11 +10,10 @@ from auth.request import principal_of
 from core.app import RouteSpec
 from core.errors import NotFound
 from core.http import json_response
+from core.resources.networks import POOL_NAME_PATTERN, NetworkDetail, NetworkList
 from site_agent.api.keys import NETWORKS
-from site_agent.networks.errors import UnknownPool
-from site_agent.networks.models import NetworkDetail, NetworkList
 
-_POOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+_POOL_NAME = re.compile(POOL_NAME_PATTERN)
 
 
 async def list_networks(request: web.Request) -> web.Response:
@@ -29,11 +28,8 @@ async def show_network(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if not _POOL_NAME.match(name):
         raise NotFound(f"no network {name!r}")
-    try:
-        detail = await request.app[NETWORKS].detail(principal, name)
-    except UnknownPool as exc:
-        raise NotFound(f"no network {name!r}") from exc
-    return json_response(detail)
+    # An unknown pool is UnknownPool: 404 (site_agent.api.errors).
+    return json_response(await request.app[NETWORKS].detail(principal, name))
 
 
 def routes() -> list[RouteSpec]:

@@ -11,7 +11,7 @@ from core.app import RouteSpec
 from core.errors import Forbidden
 from core.http import json_response
 from site_agent.api.keys import CONFIG, HOSTS, QUARANTINE, VM_MANAGER
-from site_agent.quarantine import QuarantineEntryPublic, QuarantineList
+from site_agent.quarantine import QuarantineList
 
 
 class Health(BaseModel):
@@ -76,20 +76,7 @@ async def list_hosts(request: web.Request) -> web.Response:
 
 async def list_quarantine(request: web.Request) -> web.Response:
     _require_admin(principal_of(request))
-    entries = await request.app[QUARANTINE].list_async()
-    return json_response(
-        QuarantineList(
-            entries=[
-                QuarantineEntryPublic(
-                    vm_id=e.vm_id,
-                    owner=e.owner,
-                    quarantined_at=e.quarantined_at,
-                    expires_at=e.expires_at,
-                )
-                for e in entries
-            ]
-        )
-    )
+    return json_response(QuarantineList(entries=await request.app[QUARANTINE].list_public()))
 
 
 def routes() -> list[RouteSpec]:

@@ -5,48 +5,40 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from auth.delegation import BROKER_NAME
 from auth.request import principal_of
 from core.app import RouteSpec
 from core.errors import NotFound
-from core.http import json_response, read_json, read_query
+from core.http import json_response, read_body, read_json, read_query
 from core.idempotency import idempotency_key
-from core.vm_request import VmListQuery, VmShowQuery
-from site_agent.api.keys import LAYOUT, VM_MANAGER
-from site_agent.images.models import SaveAs
-from site_agent.vms.console import read_tail
-from site_agent.vms.models import (
+from core.resources.vms import (
     ConsoleOutput,
-    Vm,
+    ConsoleQuery,
+    KillQuery,
+    StopRequest,
     VmCreate,
     VmEventList,
-    VmEventPublic,
     VmList,
+    VmListQuery,
     VmPublic,
+    VmShowQuery,
 )
-from site_agent.vms.states import VmState
+from site_agent.api.keys import VM_MANAGER
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class StopRequest(BaseModel):
-    """Optional body of ``POST /vms/{id}/stop``."""
+class SiteVmListQuery(VmListQuery):
+    """Query of the site's ``GET /vms``: the shared one, plus ``via``."""
 
-    model_config = ConfigDict(extra="forbid")
-    save: SaveAs | None = Field(
-        default=None, description="once the guest is off, keep its root disk as this new image"
+    via: str | None = Field(
+        default=None,
+        pattern=BROKER_NAME.pattern,
+        description="only VMs this broker created for their owners (admins: with all=true, "
+        "every owner's: the broker's orphan sweep)",
     )
-
-
-class KillQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    force: bool = Field(default=False, description="kill even if a save as image is pending")
-
-
-class ConsoleQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tail: int = Field(default=65536, ge=1, le=4 * 1024 * 1024, description="bytes from the end")
 
 
 def _vm_id(request: web.Request) -> str:
@@ -56,26 +48,23 @@ def _vm_id(request: web.Request) -> str:
     return vm_id
 
 
-def _public(vm: Vm) -> VmPublic:
-    return VmPublic.of(vm)
-
-
 async def create_vms(request: web.Request) -> web.Response:
     """POST /vms: 202 with the new VMs in ``pending``; poll them or GET with ``?wait=``."""
     principal = principal_of(request)
     body = await read_json(request, VmCreate)
     key = idempotency_key(request)
     vms = await request.app[VM_MANAGER].create(principal, body, key)
-    return json_response(VmList(vms=[_public(vm) for vm in vms]), status=202)
+    return json_response(VmList(vms=vms), status=202)
 
 
 async def list_vms(request: web.Request) -> web.Response:
+    """GET /vms: the caller's VMs (``all``: admins see every owner's; ``via``: by broker)."""
     principal = principal_of(request)
-    query = read_query(request, VmListQuery)
-    rows = await request.app[VM_MANAGER].list_for(
-        principal, every_owner=query.all, include_done=query.include_done
+    query = read_query(request, SiteVmListQuery)
+    vms = await request.app[VM_MANAGER].list_vms(
+        principal, every_owner=query.all, include_done=query.include_done, via=query.via
     )
-    return json_response(VmList(vms=[_public(vm) for vm in rows]))
+    return json_response(VmList(vms=vms))
 
 
 async def show_vm(request: web.Request) -> web.Response:
@@ -84,10 +73,10 @@ async def show_vm(request: web.Request) -> web.Response:
     manager = request.app[VM_MANAGER]
     vm_id = _vm_id(request)
     if query.wait is None:
-        vm = await manager.get_for(principal, vm_id)
+        vm = await manager.get(principal, vm_id)
     else:
-        vm = await manager.wait_for(principal, vm_id, query.wait, query.timeout)
-    return json_response(_public(vm))
+        vm = await manager.wait(principal, vm_id, query.wait, query.timeout)
+    return json_response(vm)
 
 
 async def kill_vm(request: web.Request) -> web.Response:
@@ -98,49 +87,37 @@ async def kill_vm(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, KillQuery)
     vm = await request.app[VM_MANAGER].kill(principal, _vm_id(request), force=query.force)
-    return json_response(_public(vm))
+    return json_response(vm)
 
 
 async def stop_vm(request: web.Request) -> web.Response:
     """POST /vms/{id}/stop: 202; an optional body ``{"save": {"name": ...}}`` saves the disk."""
     principal = principal_of(request)
     vm_id = _vm_id(request)
-    body = await read_json(request, StopRequest) if request.can_read_body else StopRequest()
+    # The body may have been read already (a delegated request's is, to check its hash).
+    has_body = bool((await read_body(request)).strip())
+    body = await read_json(request, StopRequest) if has_body else StopRequest()
     vm = await request.app[VM_MANAGER].stop(principal, vm_id, body.save)
-    return json_response(_public(vm), status=202)
+    return json_response(vm, status=202)
 
 
 async def reboot_vm(request: web.Request) -> web.Response:
     vm = await request.app[VM_MANAGER].reboot(principal_of(request), _vm_id(request))
-    return json_response(_public(vm))
+    return json_response(vm)
 
 
 async def vm_console(request: web.Request) -> web.Response:
-    principal = principal_of(request)
     query = read_query(request, ConsoleQuery)
-    vm = await request.app[VM_MANAGER].get_for(principal, _vm_id(request))
-    layout = request.app[LAYOUT]
-    text, truncated = read_tail(layout.readable_console_log(vm.id), query.tail)
-    return json_response(ConsoleOutput(vm_id=vm.id, output=text, truncated=truncated))
+    output = await request.app[VM_MANAGER].console(
+        principal_of(request), _vm_id(request), query.tail
+    )
+    return json_response(output)
 
 
 async def vm_events(request: web.Request) -> web.Response:
     vm_id = _vm_id(request)
-    events = await request.app[VM_MANAGER].events_for(principal_of(request), vm_id)
-    return json_response(
-        VmEventList(
-            vm_id=vm_id,
-            events=[
-                VmEventPublic(
-                    at=e.at,
-                    from_state=VmState(e.from_state) if e.from_state else None,
-                    to_state=VmState(e.to_state) if e.to_state else None,
-                    reason=e.reason,
-                )
-                for e in events
-            ],
-        )
-    )
+    events = await request.app[VM_MANAGER].events(principal_of(request), vm_id)
+    return json_response(VmEventList(vm_id=vm_id, events=events))
 
 
 def routes() -> list[RouteSpec]:
@@ -152,7 +129,7 @@ def routes() -> list[RouteSpec]:
             list_vms,
             "List the caller's VMs",
             response_model=VmList,
-            query_model=VmListQuery,
+            query_model=SiteVmListQuery,
             tags=tags,
         ),
         RouteSpec(

@@ -1,28 +1,25 @@
 """``/volumes`` (persistent volumes) and ``/vms/{id}/disks`` (disks plugged into a VM).
 
-Handlers only parse, delegate and translate: the rules are in
-``site_agent.volumes.service`` and ``site_agent.vms.devices``; volume errors
-become HTTP errors here (``site_agent.volumes.errors.http_error``).
+Handlers only parse and delegate: the rules are in ``site_agent.volumes``
+(service and attachments) and ``site_agent.vms.hotplug``; their errors are
+answered by ``site_agent.api.errors``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
-from typing import Literal, TypeVar
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from auth.delegation import BROKER_NAME
 from auth.request import principal_of
 from core.app import RouteSpec
 from core.errors import NotFound
 from core.http import json_response, read_json, read_query
 from core.idempotency import idempotency_key
-from core.volume_request import VolumeListQuery, VolumeUpdate
-from site_agent.api.keys import VM_MANAGER, VOLUMES
-from site_agent.volumes.errors import VolumeError, http_error
-from site_agent.volumes.models import (
+from core.resources.volumes import (
     DiskAttach,
     VmDisk,
     VmDiskList,
@@ -30,13 +27,25 @@ from site_agent.volumes.models import (
     VolumeCreate,
     VolumeDetach,
     VolumeList,
+    VolumeListQuery,
     VolumePublic,
+    VolumeUpdate,
 )
-
-T = TypeVar("T")
+from site_agent.api.keys import VM_MANAGER, VOLUMES
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DEVICE = re.compile(r"^vd[a-z]{1,2}$")
+
+
+class SiteVolumeListQuery(VolumeListQuery):
+    """Query of the site's ``GET /volumes``: the shared one, plus ``via``."""
+
+    via: str | None = Field(
+        default=None,
+        pattern=BROKER_NAME.pattern,
+        description="only volumes this broker created for their owners (admins: with all=true, "
+        "every owner's)",
+    )
 
 
 class VolumeShowQuery(BaseModel):
@@ -66,28 +75,11 @@ def _vm_id(request: web.Request) -> str:
     return vm_id
 
 
-async def _volumes(call: Awaitable[T]) -> T:
-    """Await a volume service call, turning volume errors into HTTP errors."""
-    try:
-        return await call
-    except VolumeError as exc:
-        raise http_error(exc) from exc
-
-
-async def _one(request: web.Request, volume_id: str) -> VolumePublic:
-    volumes = request.app[VOLUMES]
-    principal = principal_of(request)
-    volume = await _volumes(volumes.get_for(principal, volume_id))
-    return (await volumes.public(principal, [volume]))[0]
-
-
 async def list_volumes(request: web.Request) -> web.Response:
-    """GET /volumes: your volumes and public ones; filters tag (regex), visibility, owner."""
-    principal = principal_of(request)
-    query = read_query(request, VolumeListQuery)
-    volumes = request.app[VOLUMES]
-    rows = await _volumes(volumes.list_for(principal, query))
-    return json_response(VolumeList(volumes=await volumes.public(principal, rows)))
+    """GET /volumes: your volumes and public ones; filters tag (regex), visibility, owner, via."""
+    query = read_query(request, SiteVolumeListQuery)
+    volumes = await request.app[VOLUMES].list_for(principal_of(request), query, via=query.via)
+    return json_response(VolumeList(volumes=volumes))
 
 
 async def create_volume(request: web.Request) -> web.Response:
@@ -97,22 +89,18 @@ async def create_volume(request: web.Request) -> web.Response:
     """
     principal = principal_of(request)
     body = await read_json(request, VolumeCreate)
-    devices = request.app[VM_MANAGER].devices
-    volumes = request.app[VOLUMES]
-    key = idempotency_key(request)
-    volume = await _volumes(
-        volumes.create(principal, body, devices.check_image, devices.image_files, key)
-    )
-    return json_response((await volumes.public(principal, [volume]))[0], status=202)
+    volume = await request.app[VOLUMES].create(principal, body, idempotency_key(request))
+    return json_response(volume, status=202)
 
 
 async def show_volume(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, VolumeShowQuery)
     volume_id = _volume_id(request)
+    volumes = request.app[VOLUMES]
     if query.wait is not None:
-        await _volumes(request.app[VOLUMES].wait_ready(principal, volume_id, query.timeout))
-    return json_response(await _one(request, volume_id))
+        await volumes.wait_ready(principal, volume_id, query.timeout)
+    return json_response(await volumes.show(principal, volume_id))
 
 
 async def update_volume(request: web.Request) -> web.Response:
@@ -120,14 +108,13 @@ async def update_volume(request: web.Request) -> web.Response:
     principal = principal_of(request)
     volume_id = _volume_id(request)
     body = await read_json(request, VolumeUpdate)
-    await _volumes(request.app[VOLUMES].update(principal, volume_id, body))
-    return json_response(await _one(request, volume_id))
+    return json_response(await request.app[VOLUMES].update(principal, volume_id, body))
 
 
 async def delete_volume(request: web.Request) -> web.Response:
     """DELETE /volumes/{id}: the owner deletes it (409 while attached or copied from)."""
     volume_id = _volume_id(request)
-    await _volumes(request.app[VOLUMES].delete(principal_of(request), volume_id))
+    await request.app[VOLUMES].delete(principal_of(request), volume_id)
     return json_response(VolumeDeleted(id=volume_id, deleted=True))
 
 
@@ -153,7 +140,7 @@ async def detach_volume(request: web.Request) -> web.Response:
 
 async def list_vm_disks(request: web.Request) -> web.Response:
     vm_id = _vm_id(request)
-    disks = await request.app[VM_MANAGER].disks_for(principal_of(request), vm_id)
+    disks = await request.app[VM_MANAGER].disks(principal_of(request), vm_id)
     return json_response(VmDiskList(vm_id=vm_id, disks=disks))
 
 
@@ -188,7 +175,7 @@ def routes() -> list[RouteSpec]:
             list_volumes,
             "List your volumes and public ones",
             response_model=VolumeList,
-            query_model=VolumeListQuery,
+            query_model=SiteVolumeListQuery,
             tags=tags,
         ),
         RouteSpec(

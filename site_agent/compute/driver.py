@@ -21,7 +21,9 @@ Semantics every implementation honours (checked by the contract tests in
   idempotent; ``remove_network`` of a missing network succeeds. A domain
   whose NIC names a network that does not exist fails to start.
 
-Exception tree (module ``site_agent.compute.errors``)::
+Exception tree (module ``site_agent.compute.errors``; a branch of the site
+agent's tree under ``SiteAgentError``, drawn with the HTTP answers in
+``site_agent.errors``)::
 
     ComputeError
     ├── DomainCreateFailed

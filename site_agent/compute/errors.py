@@ -1,11 +1,13 @@
-"""Errors raised by hypervisor drivers (tree drawn in ``site_agent.compute.driver``)."""
+"""Errors raised by hypervisor drivers (the tree and HTTP answers: :mod:`site_agent.errors`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from site_agent.errors import SiteAgentError
 
-class ComputeError(Exception):
+
+class ComputeError(SiteAgentError):
     """Root of hypervisor driver errors; libvirt errors are translated into these."""
 
 
@@ -47,3 +49,4 @@ class NoHostAvailable(ComputeError):
         else:
             detail = "no hosts"
         super().__init__(f"no host can take the VM ({detail})")
+        self.details = {"hosts": self.reasons}

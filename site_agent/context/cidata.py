@@ -35,64 +35,52 @@ seed has no network, the guest then reports ip ``none``)::
 Rules (each violation raises ``ValueError`` naming the field):
 
 * ``instance_id``: a UUID in canonical 8-4-4-4-12 hex form (written lowercase);
-* ``hostname``: an RFC 1123 host name: dot-separated labels of 1-63 letters,
-  digits and hyphens, not starting or ending with a hyphen, 253 chars at most;
-* ``ssh_keys``: ``<type> <base64> [comment]`` on one line, known key types,
-  no authorized_keys options, no control characters;
-* ``context`` keys: ``[A-Za-z_][A-Za-z0-9_]*`` (at most 64 chars); values:
-  any printable text without control characters (no newline, tab, NUL,
-  C1 controls or Unicode line separators), at most 4096 bytes UTF-8. Values
-  are written YAML single-quoted; the guest re-quotes them for the shell and
-  never evaluates them;
-* ``network``: see :class:`NetworkConfig`;
-* ``user_data``: at most 16 KiB of UTF-8.
+* ``hostname``, ``ssh_keys``, ``context`` and ``user_data``: the rules of
+  :mod:`core.guest_context`, the same functions the API applies when it
+  admits a create, so a request accepted with 202 never fails here for a
+  reason known at admission. Context values are written YAML single-quoted;
+  the guest re-quotes them for the shell and never evaluates them;
+* ``network``: see :class:`NetworkConfig`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pycdlib
 
-USER_DATA_MAX_BYTES = 16 * 1024
-CONTEXT_VALUE_MAX_BYTES = 4096
-CONTEXT_KEY_MAX_LEN = 64
-CONTEXT_MAX_KEYS = 128
-SSH_KEYS_MAX = 32
-SSH_KEY_MAX_LEN = 16 * 1024
+from core.guest_context import (
+    SSH_KEYS_MAX,
+    USER_DATA_MAX_BYTES,
+    validate_context,
+    validate_hostname,
+    validate_ssh_key,
+    validate_user_data,
+)
+
+__all__ = [
+    "USER_DATA_MAX_BYTES",
+    "ContextSeed",
+    "NetworkConfig",
+    "render_meta_data",
+    "render_network_config",
+    "render_seed_files",
+    "validate_instance_id",
+    "write_cidata_iso",
+]
+
 DNS_MAX = 3
 VOLUME_LABEL = "cidata"
-
-SSH_KEY_TYPES = frozenset(
-    {
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ssh-dss",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
 
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
-_B64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-# C0 controls, DEL, C1 controls, Unicode line/paragraph separators, BOM
-_FORBIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 def validate_instance_id(value: str) -> str:
@@ -100,93 +88,6 @@ def validate_instance_id(value: str) -> str:
     if not isinstance(value, str) or not _UUID_RE.fullmatch(value):
         raise ValueError(f"instance_id must be a UUID (8-4-4-4-12 hex digits), got {value!r}")
     return value.lower()
-
-
-def validate_hostname(value: str) -> str:
-    """Return ``value`` if it is an RFC 1123 host name, else raise ``ValueError``."""
-    if not isinstance(value, str) or not value or len(value) > 253:
-        raise ValueError(f"hostname must be 1-253 characters, got {value!r}")
-    for label in value.split("."):
-        if not _LABEL_RE.fullmatch(label):
-            raise ValueError(
-                f"hostname {value!r} is not valid: each dot-separated label must be 1-63 "
-                "letters, digits or hyphens and must not start or end with a hyphen (RFC 1123)"
-            )
-    return value
-
-
-def _check_text(what: str, value: str) -> None:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
-    match = _FORBIDDEN_CHARS.search(value)
-    if match:
-        raise ValueError(f"{what} contains a control character ({match.group()!r}); not allowed")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{what} is not valid Unicode text: {exc}") from exc
-
-
-def validate_ssh_key(value: str) -> str:
-    """Return the OpenSSH public key line ``value`` (stripped) or raise ``ValueError``."""
-    _check_text("ssh key", value)
-    value = value.strip()
-    if len(value) > SSH_KEY_MAX_LEN:
-        raise ValueError(f"ssh key longer than {SSH_KEY_MAX_LEN} characters")
-    parts = value.split(None, 2)
-    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
-        raise ValueError(
-            "ssh key must be '<type> <base64> [comment]' with type one of "
-            f"{', '.join(sorted(SSH_KEY_TYPES))} (no authorized_keys options)"
-        )
-    if not _B64_RE.fullmatch(parts[1]):
-        raise ValueError("ssh key body is not base64")
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("ssh key body is not base64") from exc
-    # The blob starts with the key type as an SSH string: uint32 length + name.
-    name = parts[0].encode()
-    if blob[:4] != len(name).to_bytes(4, "big") or blob[4 : 4 + len(name)] != name:
-        raise ValueError(f"ssh key body does not match its type {parts[0]}")
-    return " ".join(parts)
-
-
-def validate_context(context: Mapping[str, str]) -> dict[str, str]:
-    """Return a copy of ``context`` if every key and value is acceptable, else raise."""
-    if not isinstance(context, Mapping):
-        raise ValueError("context must be a mapping of strings to strings")
-    if len(context) > CONTEXT_MAX_KEYS:
-        raise ValueError(f"context has more than {CONTEXT_MAX_KEYS} keys")
-    checked: dict[str, str] = {}
-    for key, value in context.items():
-        if not isinstance(key, str) or len(key) > CONTEXT_KEY_MAX_LEN or not _KEY_RE.fullmatch(key):
-            raise ValueError(
-                f"context key {key!r} is not valid: use [A-Za-z_][A-Za-z0-9_]*, "
-                f"at most {CONTEXT_KEY_MAX_LEN} characters"
-            )
-        _check_text(f"context value for {key}", value)
-        if len(value.encode("utf-8")) > CONTEXT_VALUE_MAX_BYTES:
-            raise ValueError(
-                f"context value for {key} is longer than {CONTEXT_VALUE_MAX_BYTES} bytes"
-            )
-        checked[key] = value
-    return checked
-
-
-def validate_user_data(value: str | None) -> str | None:
-    """Return ``value`` if it is at most 16 KiB of UTF-8 text (or None), else raise."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("user_data must be a string")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"user_data is not valid Unicode text: {exc}") from exc
-    if size > USER_DATA_MAX_BYTES:
-        raise ValueError(f"user_data is {size} bytes; the limit is {USER_DATA_MAX_BYTES} (16 KiB)")
-    return value
 
 
 @dataclass(frozen=True)

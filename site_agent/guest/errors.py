@@ -1,13 +1,15 @@
-"""Errors of the guest image builder.
+"""Errors of the guest image builder (in the site agent's tree: :mod:`site_agent.errors`).
 
-Exception tree::
+::
 
-    GuestImageError          (root: the guest image cannot be built)
+    GuestImageError          (the guest image cannot be built)
     └── MissingHostComponent (a kernel, module, busybox-static or qemu-img is missing)
 """
 
+from site_agent.errors import SiteAgentError
 
-class GuestImageError(Exception):
+
+class GuestImageError(SiteAgentError):
     """The guest image cannot be built; the message says why."""
 
 

@@ -13,9 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.resources.images import BootFileInfo, ImagePublic, ImageSource, ImageState
 from site_agent.config import ImageConfig
 from site_agent.images.errors import ImageNotUsable
-from site_agent.images.models import BootFileInfo, ImagePublic, ImageSource, ImageState
+
+
+def disk_name(fmt: str) -> str:
+    """The disk file's name in a cached or saved image's directory (``disk.qcow2``...)."""
+    return f"disk.{fmt}"
 
 
 @dataclass(frozen=True)

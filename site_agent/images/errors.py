@@ -1,13 +1,15 @@
-"""Errors of the image cache (tree drawn in ``site_agent.images``).
+"""Errors of the image cache (the tree and HTTP answers: :mod:`site_agent.errors`).
 
-The API layer (``site_agent.api.image_routes``) and the VM lifecycle
-translate them into ``core.errors`` at the service edge.
+``site_agent.api.errors`` answers them; the VM lifecycle translates the few
+that mean something else in a create (an unknown image is a bad request value).
 """
 
 from __future__ import annotations
 
+from site_agent.errors import SiteAgentError
 
-class ImageError(Exception):
+
+class ImageError(SiteAgentError):
     """Root of image cache errors."""
 
 

@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from core.db import session_scope, utcnow
+from core.resources.images import ImageSource, ImageState
 from site_agent.images.errors import ImageNameTaken
-from site_agent.images.models import Image, ImageSource, ImageState
+from site_agent.images.models import Image
 
 
 class ImageRepository:

@@ -2,18 +2,10 @@
 
 * :mod:`.pools` -- the configured pools (``[[networks]]``): which addresses
   each hands out, and the isolated hypervisor network it maps to;
-* :mod:`.models` -- the ``network_leases`` table and the API shapes;
+* :mod:`.models` -- the ``network_leases`` table (API shapes: ``core.resources.networks``);
 * :mod:`.repository` -- lease SQL (synchronous; run in a thread);
 * :mod:`.service` -- what the VM lifecycle and the API call.
 
-Exception tree (module :mod:`.errors`)::
-
-    NetworkPoolError
-    ├── UnknownPool          (no pool of that name / the site has no networks)
-    ├── PoolExhausted        (no free address left in the pool)
-    └── AddressUnavailable   (a requested address cannot be leased)
-        ├── AddressOutsidePool
-        └── AddressInUse
-
-They are translated into HTTP errors by the VM lifecycle and the API routes.
+Errors (:mod:`.errors`) are part of the site agent's tree, drawn with
+their HTTP answers in :mod:`site_agent.errors`.
 """

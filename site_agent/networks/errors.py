@@ -1,9 +1,11 @@
-"""Errors of the network pools (tree drawn in ``site_agent.networks``)."""
+"""Errors of the network pools (the tree and HTTP answers: :mod:`site_agent.errors`)."""
 
 from __future__ import annotations
 
+from site_agent.errors import SiteAgentError
 
-class NetworkPoolError(Exception):
+
+class NetworkPoolError(SiteAgentError):
     """Root of the address pool errors."""
 
 

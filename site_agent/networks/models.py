@@ -1,4 +1,4 @@
-"""Leases (table ``network_leases``) and the API shapes of networks.
+"""Leases (table ``network_leases``); the API shapes are in :mod:`core.resources.networks`.
 
 A lease ties one address of a pool and one MAC to a VM from its create until
 it is ``done`` or ``failed``; then the row is deleted (the VM row keeps the
@@ -29,38 +29,3 @@ class Lease(SQLModel, table=True):
     vm_id: str = Field(index=True, foreign_key="vms.id")
     owner: str = Field(index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-class LeasePublic(SQLModel):
-    address: str
-    mac: str
-    vm_id: str
-    owner: str
-    created_at: datetime
-
-
-class NetworkPublic(SQLModel):
-    """A pool as the API shows it."""
-
-    name: str
-    type: str
-    cidr: str
-    gateway: str | None
-    dns: list[str]
-    default: bool
-    size: int
-    leased: int
-    free: int
-
-
-class NetworkList(SQLModel):
-    networks: list[NetworkPublic]
-
-
-class NetworkDetail(NetworkPublic):
-    """A pool with its range and leases (admins: every lease; users: their own)."""
-
-    range_start: str
-    range_end: str
-    fixed: list[str]
-    leases: list[LeasePublic]

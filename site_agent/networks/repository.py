@@ -6,9 +6,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, delete, func, select
 
 from core.db import session_scope
+from core.vm_state import TERMINAL_STATES
 from site_agent.networks.models import Lease
 from site_agent.vms.models import Vm
-from site_agent.vms.states import TERMINAL_STATES
 
 
 class LeaseRepository:

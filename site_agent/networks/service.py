@@ -18,15 +18,11 @@ from ipaddress import IPv4Address
 from typing import Any, TypeVar
 
 from auth.principal import Principal
+from core.resources.networks import LeasePublic, NetworkDetail, NetworkPublic, NetworkType
 from site_agent.compute.driver import HypervisorDriver, NicSpec
 from site_agent.compute.errors import ComputeError
 from site_agent.context.cidata import NetworkConfig
-from site_agent.networks.models import (
-    Lease,
-    LeasePublic,
-    NetworkDetail,
-    NetworkPublic,
-)
+from site_agent.networks.models import Lease
 from site_agent.networks.pools import AddressPool, NetworkPools
 from site_agent.networks.repository import LeaseRepository
 
@@ -149,7 +145,7 @@ class NetworkService:
         cfg = pool.config
         return NetworkPublic(
             name=pool.name,
-            type=cfg.type,
+            type=NetworkType(cfg.type),
             cidr=str(cfg.cidr),
             gateway=str(cfg.gateway) if cfg.gateway else None,
             dns=[str(d) for d in cfg.dns],

@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from site_agent.errors import SiteAgentError
 
-class QemuImgError(Exception):
+
+class QemuImgError(SiteAgentError):
     """qemu-img failed; the message is its stderr."""
 
 

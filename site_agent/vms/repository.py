@@ -9,13 +9,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, col, or_, select
 
+from core import idempotency
 from core.db import session_scope, utcnow
-from site_agent.vms.models import IdempotencyRecord, Vm, VmEvent
-from site_agent.vms.states import VmState, check_transition
+from core.vm_state import TERMINAL_STATES, VmState
+from site_agent.vms.models import Vm, VmEvent
+from site_agent.vms.states import check_transition
 
-
-class IdempotencyConflict(Exception):
-    """The key was used before with a different request body."""
+#: ``core.idempotency`` scope of VM creates.
+SCOPE = "vms"
 
 
 class VmRepository:
@@ -28,22 +29,27 @@ class VmRepository:
         self,
         vms: Sequence[Vm],
         reason: str,
-        idempotency: IdempotencyRecord | None,
         extra: Sequence[SQLModel] = (),
+        *,
+        key: str | None = None,
+        digest: str = "",
     ) -> bool:
-        """Insert new VMs (with their first event) and the idempotency record, atomically.
+        """Insert new VMs (with their first event) and, with ``key``, the key's record, atomically.
 
         ``extra`` rows that refer to the VMs (network leases, disk attachments)
-        are inserted in the same transaction, after the VMs.
+        are inserted in the same transaction, after the VMs. The key is
+        recorded (``core.idempotency``, scope ``"vms"``, for the VMs' owner)
+        before anything else.
 
         Returns False, inserting nothing, if another request already stored the
         same idempotency key (the caller then answers with that request's VMs).
         """
         try:
             with session_scope(self.engine) as session:
-                if idempotency is not None:
-                    session.add(idempotency)
-                    session.flush()
+                if key is not None:
+                    owner = vms[0].owner
+                    ids = [vm.id for vm in vms]
+                    idempotency.remember(session, owner, SCOPE, key, digest, ids)
                 for vm in vms:
                     session.add(vm)
                 session.flush()
@@ -52,42 +58,46 @@ class VmRepository:
                 for vm in vms:
                     session.add(VmEvent(vm_id=vm.id, to_state=vm.state, reason=reason))
         except IntegrityError:
-            if idempotency is None:
+            if key is None:
                 raise
             return False
         return True
 
-    def find_idempotent(self, owner: str, key: str, body_hash: str) -> list[Vm] | None:
-        """VMs created earlier under ``key``; ``IdempotencyConflict`` if the body differs."""
+    def find_idempotent(self, owner: str, key: str, digest: str) -> list[Vm] | None:
+        """VMs created earlier by ``owner`` under ``key``, or None if the key is new.
+
+        ``core.idempotency.IdempotencyKeyReused`` (409) if the key came with another body.
+        """
         with session_scope(self.engine) as session:
-            record = session.exec(
-                select(IdempotencyRecord).where(
-                    IdempotencyRecord.owner == owner, IdempotencyRecord.key == key
-                )
-            ).first()
-            if record is None:
+            ids = idempotency.find(session, owner, SCOPE, key, digest)
+            if ids is None:
                 return None
-            if record.request_hash != body_hash:
-                raise IdempotencyConflict(key)
-            rows = session.exec(select(Vm).where(col(Vm.id).in_(record.vm_ids))).all()
+            rows = session.exec(select(Vm).where(col(Vm.id).in_(ids))).all()
             by_id = {vm.id: vm for vm in rows}
-            return [by_id[i] for i in record.vm_ids if i in by_id]
+            return [by_id[i] for i in ids if i in by_id]
 
     def get(self, vm_id: str) -> Vm | None:
         with session_scope(self.engine) as session:
             return session.get(Vm, vm_id)
 
     def list_vms(
-        self, owner: str | None = None, *, include_terminal: bool = True, groups: Sequence[str] = ()
+        self,
+        owner: str | None = None,
+        *,
+        include_terminal: bool = True,
+        groups: Sequence[str] = (),
+        via: str | None = None,
     ) -> list[Vm]:
         """VMs of ``owner`` or shared with one of ``groups`` (all VMs when ``owner`` is None),
-        newest first."""
+        newest first; with ``via``, only those the broker of that name created."""
         with session_scope(self.engine) as session:
             query = select(Vm)
             if owner is not None:
                 query = query.where(or_(Vm.owner == owner, col(Vm.group).in_(list(groups))))
+            if via is not None:
+                query = query.where(Vm.via == via)
             if not include_terminal:
-                query = query.where(col(Vm.state).not_in([VmState.DONE, VmState.FAILED]))
+                query = query.where(col(Vm.state).not_in(list(TERMINAL_STATES)))
             return list(session.exec(query.order_by(col(Vm.created_at).desc())).all())
 
     def active_on_hosts(self) -> list[Vm]:
@@ -97,7 +107,7 @@ class VmRepository:
     def images_in_use(self) -> set[str]:
         """Names of the images non-terminal VMs boot from (they must stay in the cache)."""
         with session_scope(self.engine) as session:
-            query = select(Vm.image).where(col(Vm.state).not_in([VmState.DONE, VmState.FAILED]))
+            query = select(Vm.image).where(col(Vm.state).not_in(list(TERMINAL_STATES)))
             return set(session.exec(query.distinct()).all())
 
     def transition(self, vm_id: str, target: VmState, reason: str, **fields: Any) -> Vm:

@@ -1,4 +1,4 @@
-"""VM states (the OpenNebula model users know) and the allowed transitions.
+"""The site's VM state machine: the allowed transitions between :data:`core.vm_state.SITE_STATES`.
 
 ::
 
@@ -16,29 +16,8 @@ could not be created, or the domain vanished; the reason is in the events.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-
-class VmState(StrEnum):
-    PENDING = "pending"
-    PROLOG = "prolog"
-    BOOT = "boot"
-    RUNNING = "running"
-    SHUTDOWN = "shutdown"
-    DONE = "done"
-    FAILED = "failed"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_STATES
-
-    @property
-    def holds_resources(self) -> bool:
-        """True while the VM counts against its host's capacity."""
-        return self not in TERMINAL_STATES
-
-
-TERMINAL_STATES = frozenset({VmState.DONE, VmState.FAILED})
+from core.vm_state import VmState
+from site_agent.vms.errors import VmError
 
 ALLOWED_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     VmState.PENDING: frozenset({VmState.PROLOG, VmState.SHUTDOWN, VmState.FAILED}),
@@ -52,8 +31,8 @@ ALLOWED_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
 }
 
 
-class InvalidTransition(Exception):
-    """A state change the state machine does not allow."""
+class InvalidTransition(VmError):
+    """A state change the state machine does not allow (a bug: callers check the state first)."""
 
 
 def check_transition(current: VmState, target: VmState) -> None:

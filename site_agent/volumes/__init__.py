@@ -1,22 +1,13 @@
 """Persistent volumes and static disks: files, quotas, attachments.
 
-* :mod:`.models` -- tables ``volumes`` and ``volume_attachments``, API shapes;
+* :mod:`.models` -- tables ``volumes`` and ``volume_attachments``;
 * :mod:`.files` -- the qcow2 files under ``state_dir/volumes/`` (ids only,
   never user paths);
 * :mod:`.repository` -- SQL (synchronous; run in a thread);
-* :mod:`.service` -- create/list/update/delete, quotas, and the attachment
-  rules the VM lifecycle applies when it plugs disks into guests.
+* :mod:`.service` -- create/list/show/update/delete and quotas;
+* :mod:`.attachments` -- the rules for plugging volumes and static disks
+  into VMs, and the attachment rows the VM lifecycle stores and boots with.
 
-Exception tree (module :mod:`.errors`)::
-
-    VolumeError
-    ├── VolumeNotFound          (no such volume, or one the caller may not see)
-    ├── VolumeForbidden         (visible but not the caller's to change or write)
-    ├── VolumeQuotaExceeded     (the account's volume count or GiB limit)
-    ├── VolumeInvalid           (a value the request may not have: size below the source...)
-    ├── VolumeBusy              (attached, origin of copies, not ready, attached elsewhere)
-    ├── NotAttached             (detach of a volume that is not attached there)
-    └── VolumeFileError         (qemu-img failed on the volume's file)
-
-:func:`.errors.http_error` maps them to ``core.errors`` at the service edge.
+Errors (:mod:`.errors`) are part of the site agent's tree, drawn with their
+HTTP answers in :mod:`site_agent.errors`.
 """

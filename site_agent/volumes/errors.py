@@ -1,19 +1,11 @@
-"""Errors of the volume subsystem (tree drawn in ``site_agent.volumes``)."""
+"""Errors of the volume subsystem (the tree and HTTP answers: :mod:`site_agent.errors`)."""
 
 from __future__ import annotations
 
-from core.errors import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    QuotaExceeded,
-    StratusError,
-    Unavailable,
-    ValidationFailed,
-)
+from site_agent.errors import SiteAgentError
 
 
-class VolumeError(Exception):
+class VolumeError(SiteAgentError):
     """Root of the volume errors."""
 
 
@@ -41,29 +33,5 @@ class NotAttached(VolumeError):
     """A detach named a volume or device that is not attached there."""
 
 
-class IdempotencyKeyReused(VolumeError):
-    """The ``Idempotency-Key`` was used before with a different request body."""
-
-
 class VolumeFileError(VolumeError):
     """qemu-img (or the file system) failed on a volume file."""
-
-
-_HTTP: list[tuple[type[VolumeError], type[StratusError], str | None]] = [
-    (VolumeNotFound, NotFound, None),
-    (VolumeForbidden, Forbidden, None),
-    (VolumeQuotaExceeded, QuotaExceeded, None),
-    (VolumeInvalid, ValidationFailed, None),
-    (VolumeBusy, Conflict, "volume_in_use"),
-    (NotAttached, Conflict, "not_attached"),
-    (IdempotencyKeyReused, Conflict, "idempotency_key_reused"),
-    (VolumeFileError, Unavailable, "storage_error"),
-]
-
-
-def http_error(exc: VolumeError) -> StratusError:
-    """The HTTP error reported for ``exc`` (raise it ``from exc``)."""
-    for kind, http, code in _HTTP:
-        if isinstance(exc, kind):
-            return http(str(exc), code=code)
-    return StratusError(str(exc))

@@ -10,12 +10,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, func, or_, select
 
+from core import idempotency
 from core.db import session_scope, utcnow
+from core.resources.volumes import VolumeState
+from core.vm_state import TERMINAL_STATES
 from site_agent.vms.models import Vm
-from site_agent.vms.states import TERMINAL_STATES
-from site_agent.volumes.models import Volume, VolumeAttachment, VolumeIdempotency, VolumeState
+from site_agent.volumes.models import Volume, VolumeAttachment
+
+#: ``core.idempotency`` scope of volume creates.
+SCOPE = "volumes"
 
 
 class VolumeRepository:
@@ -24,21 +30,36 @@ class VolumeRepository:
 
     # ----- volumes ---------------------------------------------------------------
 
-    def insert(self, volume: Volume, idempotency: VolumeIdempotency | None = None) -> Volume:
-        """Store ``volume`` and, in the same transaction, the key it was created under."""
-        with session_scope(self.engine) as session:
-            session.add(volume)
-            if idempotency is not None:
-                session.add(idempotency)
-            return volume
+    def insert(self, volume: Volume, key: str | None = None, digest: str = "") -> Volume:
+        """Store ``volume`` and, with ``key``, the key's record (``core.idempotency``), atomically.
 
-    def find_idempotent(self, owner: str, key: str) -> VolumeIdempotency | None:
-        """The record of an earlier create by ``owner`` under ``key``, if any."""
+        If another process stored the same key first, nothing is stored and
+        the volume that request made is returned instead (``IdempotencyKeyReused``
+        if it came with another body).
+        """
+        try:
+            with session_scope(self.engine) as session:
+                if key is not None:
+                    idempotency.remember(session, volume.owner, SCOPE, key, digest, [volume.id])
+                session.add(volume)
+            return volume
+        except IntegrityError:
+            if key is None:
+                raise
+            earlier = self.find_idempotent(volume.owner, key, digest)
+            stored = self.get(earlier) if earlier is not None else None
+            if stored is None:
+                raise
+            return stored
+
+    def find_idempotent(self, owner: str, key: str, digest: str) -> str | None:
+        """The id of the volume ``owner`` created under ``key``, or None if the key is new.
+
+        ``core.idempotency.IdempotencyKeyReused`` (409) if the key came with another body.
+        """
         with session_scope(self.engine) as session:
-            query = select(VolumeIdempotency).where(
-                VolumeIdempotency.owner == owner, VolumeIdempotency.key == key
-            )
-            return session.exec(query).first()
+            ids = idempotency.find(session, owner, SCOPE, key, digest)
+        return ids[0] if ids else None
 
     def get(self, volume_id: str) -> Volume | None:
         with session_scope(self.engine) as session:
@@ -50,8 +71,12 @@ class VolumeRepository:
         *,
         visibility: str | None = None,
         owner: str | None = None,
+        via: str | None = None,
     ) -> list[Volume]:
-        """Volumes ``viewer`` may see (its own and public ones; all for ``None``), newest first."""
+        """Volumes ``viewer`` may see (its own and public ones; all for ``None``), newest first.
+
+        ``via``: only those the broker of that name created.
+        """
         with session_scope(self.engine) as session:
             query = select(Volume)
             if viewer is not None:
@@ -60,6 +85,8 @@ class VolumeRepository:
                 query = query.where(Volume.visibility == visibility)
             if owner is not None:
                 query = query.where(Volume.owner == owner)
+            if via is not None:
+                query = query.where(Volume.via == via)
             return list(session.exec(query.order_by(col(Volume.created_at).desc())).all())
 
     def usage(self, owner: str) -> tuple[int, int]:

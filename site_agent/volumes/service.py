@@ -1,22 +1,25 @@
-"""Volume operations, quotas, and the rules for plugging disks into VMs.
+"""Volume operations and quotas: create, list, show, change, delete.
 
 Who may do what:
 
 * a user sees their own volumes and every ``public`` one; site admins see all;
 * only the owner (or an admin) updates or deletes a volume; others get
   ``VolumeForbidden`` for a public volume, ``VolumeNotFound`` for a private one;
-* anyone may attach a public volume **read-only**; read-write needs the owner;
-* a volume attached read-write is attached to exactly one VM; a volume
-  attached read-only may be attached (read-only) to any number of VMs;
-* the origin of a copy-on-write volume must never change again, so it can
-  only be attached read-only, cannot be the copy-on-write source while
-  attached read-write, and cannot be deleted while copies exist;
-* a volume is deleted only when no VM has it attached (``VolumeBusy``).
+* the origin of a copy-on-write volume cannot be the copy-on-write source
+  while attached read-write, and cannot be deleted while copies exist;
+* a volume is deleted only when no VM has it attached (``VolumeBusy``);
+* attaching volumes to VMs follows the rules of
+  :mod:`site_agent.volumes.attachments` (:attr:`VolumeService.attachments`).
 
 Every check-then-change on attachments, dependants and quotas runs under
 :attr:`VolumeService.lock`, so concurrent requests cannot both pass a check.
 The VM lifecycle holds the same lock while it stores the attachments of a
 new VM (lock order: placement lock, then this one; VM lock, then this one).
+
+Each volume records its real owner (``site_agent.owners``): the account, its
+identity, groups and FQANs, and ``via``, the broker that created it.
+``Idempotency-Key`` on a create uses ``core.idempotency`` (scope
+``"volumes"``): a repeat returns the volume the first request made.
 """
 
 from __future__ import annotations
@@ -27,17 +30,23 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from auth.principal import Principal
 from core.idempotency import request_hash
-from core.volume_request import VolumeListQuery, VolumeUpdate
-from site_agent.compute.driver import DiskSpec
+from core.resources.volumes import (
+    AttachmentPublic,
+    VolumeCreate,
+    VolumeListQuery,
+    VolumePublic,
+    VolumeState,
+    VolumeUpdate,
+)
 from site_agent.config import QuotaConfig
+from site_agent.owners import owner_fields
+from site_agent.volumes.attachments import ImageResolver, VolumeAttachments
 from site_agent.volumes.errors import (
-    IdempotencyKeyReused,
     VolumeBusy,
     VolumeForbidden,
     VolumeInvalid,
@@ -45,67 +54,40 @@ from site_agent.volumes.errors import (
     VolumeQuotaExceeded,
 )
 from site_agent.volumes.files import GIB, VolumeFiles
-from site_agent.volumes.models import (
-    AttachmentPublic,
-    VmDisk,
-    Volume,
-    VolumeAttachment,
-    VolumeCreate,
-    VolumeIdempotency,
-    VolumePublic,
-    VolumeState,
-)
+from site_agent.volumes.models import Volume
 from site_agent.volumes.repository import VolumeRepository
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Guest devices for extra disks: vda is the root disk, vdb the context seed.
-DEVICES = tuple(f"vd{c}" for c in "cdefghijklmnopqrstuvwxyz")
-MAX_DISKS_PER_VM = 16
-
-
-class ImageFile(Protocol):
-    """What the image catalog/cache resolves an image name to (``BootImage`` fits)."""
-
-    @property
-    def disk(self) -> Path: ...
-
-    @property
-    def format(self) -> str: ...
-
-
-#: The image's local files, fetching it into the cache first if needed.
-ImageResolver = Callable[[str], Awaitable[ImageFile]]
-#: Check that a principal may use an image now (raises ``core.errors`` otherwise).
+#: Check that a principal may use an image now (raises a site error otherwise).
 ImageCheck = Callable[[Principal, str], Awaitable[object]]
 
 
-def next_device(taken: Iterable[str]) -> str:
-    """The lowest free guest device from ``vdc`` on; ``VolumeBusy`` when the VM is full.
-
-    Linux names virtio disks in the order it finds them, reusing the lowest
-    free letter, and the context seed is always ``vdb``: so the device chosen
-    here is also the name the guest gives the disk.
-    """
-    used = set(taken)
-    if len(used & set(DEVICES)) >= MAX_DISKS_PER_VM:
-        raise VolumeBusy(f"the VM already has {MAX_DISKS_PER_VM} extra disks")
-    for device in DEVICES:
-        if device not in used:
-            return device
-    raise VolumeBusy("no free guest device")  # pragma: no cover - bounded above
-
-
 class VolumeService:
-    """Persistent volumes of the site (see the module docstring for the rules)."""
+    """Persistent volumes of the site (see the module docstring for the rules).
 
-    def __init__(self, repo: VolumeRepository, files: VolumeFiles, quotas: QuotaConfig) -> None:
+    ``check_image`` and ``image_files`` come from the image cache: whether a
+    caller may copy an image now, and the image's files (fetched on first use).
+    """
+
+    def __init__(
+        self,
+        repo: VolumeRepository,
+        files: VolumeFiles,
+        quotas: QuotaConfig,
+        *,
+        check_image: ImageCheck,
+        image_files: ImageResolver,
+    ) -> None:
         self.repo = repo
         self.files = files
         self.quotas = quotas
         self.lock = asyncio.Lock()
+        self.attachments = VolumeAttachments(repo, files, self.get_for, image_files)
+        self._check_image = check_image
+        self._image_files = image_files
         self._copies: dict[str, asyncio.Task[None]] = {}
 
     @staticmethod
@@ -133,38 +115,40 @@ class VolumeService:
             )
         return volume
 
-    async def list_for(self, principal: Principal, query: VolumeListQuery) -> list[Volume]:
-        """Visible volumes matching the filters (``all``: admins see private ones of others)."""
+    async def show(self, principal: Principal, volume_id: str) -> VolumePublic:
+        """One volume the caller may see, as the API shows it."""
+        return (await self.public(principal, [await self.get_for(principal, volume_id)]))[0]
+
+    async def list_for(
+        self, principal: Principal, query: VolumeListQuery, *, via: str | None = None
+    ) -> list[VolumePublic]:
+        """Visible volumes matching the filters (``all``: admins see private ones of others;
+        ``via``: only the volumes a broker of that name created)."""
         viewer = None if (principal.is_admin and query.all) else principal.account
         rows = await self._db(
-            self.repo.list_volumes, viewer, visibility=query.visibility, owner=query.owner
+            self.repo.list_volumes, viewer, visibility=query.visibility, owner=query.owner, via=via
         )
         if query.tag is not None:
             pattern = re.compile(query.tag)
             rows = [v for v in rows if pattern.search(v.tag)]
-        return rows
+        return await self.public(principal, rows)
 
-    # ----- create / update / delete ---------------------------------------------
+    # ----- create -----------------------------------------------------------------------
 
     async def create(
-        self,
-        principal: Principal,
-        request: VolumeCreate,
-        check_image: ImageCheck,
-        image_files: ImageResolver,
-        idempotency_key: str | None = None,
-    ) -> Volume:
+        self, principal: Principal, request: VolumeCreate, idempotency_key: str | None = None
+    ) -> VolumePublic:
         """Create a volume: empty, copy-on-write of a volume, or a copy of an image.
 
         With ``idempotency_key``, a repeat of an earlier request returns the
         volume it made and makes nothing (``IdempotencyKeyReused`` if the
-        body differs); the check runs under the creation lock, so concurrent
-        repeats make one volume.
+        body differs); the check runs under the lock, so concurrent repeats
+        make one volume.
 
         Empty and copy-on-write volumes are ``ready`` on return. For an image,
-        ``check_image`` (the caller may use it, it is usable) runs now and the
-        volume is ``creating`` while ``image_files`` (which may download the
-        image into the cache) and the copy run in the background; it then turns
+        the image check (the caller may use it, it is usable) runs now and the
+        volume is ``creating`` while the image's files (which may be
+        downloaded into the cache) are copied in the background; it then turns
         ``ready``, or ``failed`` with the reason (e.g. ``size_gib`` below the
         image's size). Raises ``VolumeQuotaExceeded``, ``VolumeInvalid``,
         ``VolumeNotFound``/``VolumeBusy`` for a bad ``cow_of``, or
@@ -172,10 +156,10 @@ class VolumeService:
         """
         volume_id = str(uuid.uuid4())
         if request.image is not None:
-            await check_image(principal, request.image)
+            await self._check_image(principal, request.image)
         common: dict[str, Any] = {
             "id": volume_id,
-            "owner": principal.account,
+            **owner_fields(principal),
             "tag": request.tag,
             "visibility": request.visibility,
         }
@@ -183,63 +167,59 @@ class VolumeService:
         async with self.lock:
             if idempotency_key is not None:
                 earlier = await self._db(
-                    self.repo.find_idempotent, principal.account, idempotency_key
+                    self.repo.find_idempotent, principal.account, idempotency_key, digest
                 )
                 if earlier is not None:
-                    if earlier.request_hash != digest:
-                        raise IdempotencyKeyReused(
-                            f"Idempotency-Key {idempotency_key!r} was already used with a "
-                            "different request body"
-                        )
-                    return await self.get_for(principal, earlier.volume_id)
-            if request.cow_of is not None:
-                try:
-                    source = await self.get_for(principal, request.cow_of)
-                except VolumeNotFound as exc:
-                    raise VolumeInvalid(f"cow_of: {exc}") from exc
-                size = self._size(request.size_gib, source.size_gib, f"volume {source.id}")
-                await self._check_cow_source(source)
-                await self._check_quota(principal.account, size)
-                await self.files.create_cow(volume_id, source.id, size)
-                volume = Volume(**common, origin="volume", cow_of=source.id, size_gib=size)
-            else:
-                if request.size_gib is None:  # the request model refuses this already
-                    raise VolumeInvalid("size_gib is required")
-                size = request.size_gib
-                await self._check_quota(principal.account, size)
-                if request.image is not None:
-                    volume = Volume(
-                        **common,
-                        origin="image",
-                        image=request.image,
-                        size_gib=size,
-                        state=VolumeState.CREATING,
-                        state_reason=f"copying image {request.image}",
-                    )
-                else:
-                    await self.files.create_empty(volume_id, size)
-                    volume = Volume(**common, size_gib=size)
-            record = None
-            if idempotency_key is not None:
-                record = VolumeIdempotency(
-                    owner=principal.account,
-                    key=idempotency_key,
-                    request_hash=digest,
-                    volume_id=volume_id,
-                )
+                    return await self.show(principal, earlier)
+            volume, size = await self._make(principal, request, common)
             try:
-                volume = await self._db(self.repo.insert, volume, record)
+                stored = await self._db(self.repo.insert, volume, idempotency_key, digest)
             except BaseException:
                 await self.files.remove_async(volume_id)
                 raise
+            if stored is not volume:  # another process made it under the same key
+                await self.files.remove_async(volume_id)
+                return await self.show(principal, stored.id)
         if request.image is not None:
-            task = asyncio.create_task(self._copy(volume.id, request.image, size, image_files))
+            task = asyncio.create_task(self._copy(volume.id, request.image, size))
             self._copies[volume.id] = task
             task.add_done_callback(lambda _t: self._copies.pop(volume_id, None))
         log.info(
             "volume %s created for %s (%s, %d GiB)", volume.id, volume.owner, volume.origin, size
         )
-        return volume
+        return (await self.public(principal, [volume]))[0]
+
+    async def _make(
+        self, principal: Principal, request: VolumeCreate, common: dict[str, Any]
+    ) -> tuple[Volume, int]:
+        """The new row (unsaved) and its size; its file made, except for an image copy."""
+        volume_id = common["id"]
+        if request.cow_of is not None:
+            try:
+                source = await self.get_for(principal, request.cow_of)
+            except VolumeNotFound as exc:
+                raise VolumeInvalid(f"cow_of: {exc}") from exc
+            size = self._size(request.size_gib, source.size_gib, f"volume {source.id}")
+            await self._check_cow_source(source)
+            await self._check_quota(principal.account, size)
+            await self.files.create_cow(volume_id, source.id, size)
+            return Volume(**common, origin="volume", cow_of=source.id, size_gib=size), size
+        if request.size_gib is None:  # the request model refuses this already
+            raise VolumeInvalid("size_gib is required")
+        size = request.size_gib
+        await self._check_quota(principal.account, size)
+        if request.image is not None:
+            volume = Volume(
+                **common,
+                origin="image",
+                image=request.image,
+                size_gib=size,
+                state=VolumeState.CREATING,
+                state_reason=f"copying image {request.image}",
+            )
+            return volume, size
+        await self.files.create_empty(volume_id, size)
+        return Volume(**common, size_gib=size), size
 
     @staticmethod
     def _size(asked: int | None, minimum: int, source: str) -> int:
@@ -254,9 +234,8 @@ class VolumeService:
     async def _check_cow_source(self, source: Volume) -> None:
         if source.state != VolumeState.READY:
             raise VolumeBusy(f"volume {source.id} is {source.state}; it cannot be copied now")
-        attached = (await self._db(self.repo.attachments_of_volumes, [source.id])).get(source.id)
-        writers = [a.vm_id for a in attached or [] if not a.readonly]
-        if writers:
+        attached = await self.attachments.of_volume(source.id)
+        if any(not a.readonly for a in attached):
             raise VolumeBusy(
                 f"volume {source.id} is attached read-write; detach it before making "
                 "copy-on-write volumes of it"
@@ -275,12 +254,10 @@ class VolumeService:
                 f"pass the limit of {self.quotas.volumes_total_gib} GiB"
             )
 
-    async def _copy(
-        self, volume_id: str, image_name: str, size_gib: int, image_files: ImageResolver
-    ) -> None:
+    async def _copy(self, volume_id: str, image_name: str, size_gib: int) -> None:
         """Background part of a create from an image: fetch (cache), check size, copy."""
         try:
-            image = await image_files(image_name)
+            image = await self._image_files(image_name)
             image_bytes = await self.files.virtual_size(image.disk)
             if image_bytes > size_gib * GIB:
                 raise VolumeInvalid(
@@ -304,29 +281,33 @@ class VolumeService:
         with contextlib.suppress(KeyError):  # deleted meanwhile
             await self._db(self.repo.update, volume_id, state=VolumeState.READY, state_reason=None)
 
-    async def wait_ready(self, principal: Principal, volume_id: str, timeout: float) -> Volume:
-        """The volume once it is no longer ``creating`` (or after ``timeout`` seconds)."""
+    async def wait_ready(self, principal: Principal, volume_id: str, timeout: float) -> None:
+        """Return once the volume is no longer ``creating`` (or after ``timeout`` seconds)."""
+        await self.get_for(principal, volume_id)
         task = self._copies.get(volume_id)
         if task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
-        return await self.get_for(principal, volume_id)
 
-    async def update(self, principal: Principal, volume_id: str, request: VolumeUpdate) -> Volume:
+    # ----- update / delete ----------------------------------------------------------------
+
+    async def update(
+        self, principal: Principal, volume_id: str, request: VolumeUpdate
+    ) -> VolumePublic:
         """Change tag and/or visibility (owner or admin)."""
         await self.owned_by(principal, volume_id)
         fields = request.model_dump(exclude_none=True)
         async with self.lock:
             if fields.get("visibility") == "private":
                 await self._check_no_foreign_users(volume_id)
-            return await self._db(self.repo.update, volume_id, **fields)
+            volume = await self._db(self.repo.update, volume_id, **fields)
+        return (await self.public(principal, [volume]))[0]
 
     async def _check_no_foreign_users(self, volume_id: str) -> None:
         volume = await self._db(self.repo.get, volume_id)
         assert volume is not None
-        attached = (await self._db(self.repo.attachments_of_volumes, [volume_id])).get(volume_id)
-        others = {a.vm_owner for a in attached or [] if a.vm_owner != volume.owner}
-        if others:
+        attached = await self.attachments.of_volume(volume_id)
+        if any(a.vm_owner != volume.owner for a in attached):
             raise VolumeBusy(
                 f"volume {volume_id} is attached to VMs of other users; it stays public "
                 "until they detach it"
@@ -336,9 +317,7 @@ class VolumeService:
         """Delete the volume and its file (owner or admin). ``VolumeBusy`` while in use."""
         await self.owned_by(principal, volume_id)
         async with self.lock:
-            attached = (await self._db(self.repo.attachments_of_volumes, [volume_id])).get(
-                volume_id
-            )
+            attached = await self.attachments.of_volume(volume_id)
             if attached:
                 where = ", ".join(f"{a.vm_id} ({a.device})" for a in attached)
                 raise VolumeBusy(f"volume {volume_id} is attached to VM(s) {where}; detach first")
@@ -357,119 +336,11 @@ class VolumeService:
             await self.files.remove_async(volume_id)
         log.info("volume %s deleted by %s", volume_id, principal.account)
 
-    # ----- attachments ----------------------------------------------------------------
-
-    async def plan_attachment(
-        self,
-        principal: Principal,
-        volume_id: str,
-        vm_id: str,
-        vm_owner: str,
-        *,
-        readonly: bool,
-        taken: Iterable[str],
-    ) -> VolumeAttachment:
-        """An attachment row (not stored) for plugging the volume into the VM.
-
-        Call while holding :attr:`lock` and store the row before releasing it.
-        Applies the rules of the module docstring; ``taken`` are the VM's
-        devices in use (the row gets the lowest free one).
-        """
-        volume = await self.get_for(principal, volume_id)
-        if volume.state != VolumeState.READY:
-            raise VolumeBusy(f"volume {volume_id} is {volume.state}; it cannot be attached now")
-        if not readonly and not (principal.is_admin or volume.owner == principal.account):
-            raise VolumeForbidden(
-                f"volume {volume_id} belongs to {volume.owner}; others may attach it read-only only"
-            )
-        attached = (await self._db(self.repo.attachments_of_volumes, [volume_id])).get(
-            volume_id, []
-        )
-        for row in attached:
-            if row.vm_id == vm_id:
-                raise VolumeBusy(
-                    f"volume {volume_id} is already attached to this VM at {row.device}"
-                )
-        if not readonly and attached:
-            raise VolumeBusy(
-                f"volume {volume_id} is attached to {len(attached)} other VM(s); a volume is "
-                "attached read-write to one VM only (attach it read-only to share it)"
-            )
-        if readonly and any(not row.readonly for row in attached):
-            raise VolumeBusy(f"volume {volume_id} is attached read-write to another VM")
-        origins: set[str] = await self._db(self.repo.with_children, [volume_id])
-        if not readonly and origins:
-            raise VolumeBusy(
-                f"volume {volume_id} is the origin of copy-on-write volumes; it can only be "
-                "attached read-only"
-            )
-        return VolumeAttachment(
-            vm_id=vm_id,
-            vm_owner=vm_owner,
-            volume_id=volume_id,
-            device=next_device(taken),
-            readonly=readonly,
-        )
-
-    @staticmethod
-    def plan_static(
-        vm_id: str, vm_owner: str, image: str, taken: Iterable[str]
-    ) -> VolumeAttachment:
-        """An attachment row (not stored) for the static disk ``image`` (always read-only)."""
-        return VolumeAttachment(
-            vm_id=vm_id, vm_owner=vm_owner, image=image, device=next_device(taken), readonly=True
-        )
-
-    async def attachments_of_vm(self, vm_id: str) -> list[VolumeAttachment]:
-        return await self._db(self.repo.attachments_of_vm, vm_id)
-
-    async def attachments_of_volumes(
-        self, volume_ids: Iterable[str]
-    ) -> dict[str, list[VolumeAttachment]]:
-        return await self._db(self.repo.attachments_of_volumes, list(volume_ids))
-
-    async def store_attachment(self, attachment: VolumeAttachment) -> VolumeAttachment:
-        return await self._db(self.repo.add_attachment, attachment)
-
-    async def drop_attachment(self, attachment: VolumeAttachment) -> None:
-        assert attachment.id is not None
-        await self._db(self.repo.remove_attachment, attachment.id)
-
-    async def disk_spec(self, attachment: VolumeAttachment, image_files: ImageResolver) -> DiskSpec:
-        """How the hypervisor plugs ``attachment`` in (read-only disks are shareable)."""
-        if attachment.volume_id is not None:
-            path, fmt = self.files.path(attachment.volume_id), "qcow2"
-        else:
-            assert attachment.image is not None
-            image = await image_files(attachment.image)
-            path, fmt = image.disk, image.format
-        return DiskSpec(
-            path=path,
-            target=attachment.device,
-            format=fmt,
-            readonly=attachment.readonly,
-            shareable=attachment.readonly,
-        )
-
-    async def release_vm(self, vm_id: str) -> list[VolumeAttachment]:
-        """Forget every attachment of ``vm_id`` (the VM ended): its volumes stay, detached."""
-        rows = await self._db(self.repo.release_vm, vm_id)
-        for row in rows:
-            log.info("VM %s ended: %s detached", vm_id, row.volume_id or f"static {row.image}")
-        return rows
-
-    async def release_finished(self) -> int:
-        """Forget the attachments of VMs already ``done``/``failed`` (safety net)."""
-        count = await self._db(self.repo.release_finished)
-        if count:
-            log.warning("detached %d disk(s) of finished VMs", count)
-        return count
-
     # ----- views ---------------------------------------------------------------------------
 
     async def public(self, principal: Principal, volumes: list[Volume]) -> list[VolumePublic]:
         """API views of ``volumes``; attachments to other users' VMs are only counted."""
-        attached = await self._db(self.repo.attachments_of_volumes, [v.id for v in volumes])
+        attached = await self.attachments.of_volumes(v.id for v in volumes)
         result = []
         for volume in volumes:
             rows = attached.get(volume.id, [])
@@ -487,19 +358,10 @@ class VolumeService:
             )
         return result
 
-    @staticmethod
-    def vm_disk(attachment: VolumeAttachment) -> VmDisk:
-        return VmDisk(
-            vm_id=attachment.vm_id,
-            device=attachment.device,
-            kind="volume" if attachment.volume_id is not None else "static",
-            volume_id=attachment.volume_id,
-            image=attachment.image,
-            readonly=attachment.readonly,
-        )
+    # ----- start-up and shutdown ----------------------------------------------------------
 
     async def close(self) -> None:
-        """Cancel image copies in progress (their volumes stay ``creating``; see reconcile)."""
+        """Cancel image copies in progress (their volumes stay ``creating``; see below)."""
         tasks = list(self._copies.values())
         for task in tasks:
             task.cancel()

@@ -15,6 +15,8 @@ from auth.authz import require_admin
 from auth.middleware import principal_of
 from core.app import SERVER_LIMITS, RouteSpec, make_app
 from core.db import make_engine
+from tests.auth.fedworld import FedWorld
+from tests.auth.fedworld import build as build_fed_world
 from tests.grid_world import FQANS, VO, GridWorld, Proxies
 
 __all__ = ["FQANS", "VO", "GridWorld", "Proxies"]  # re-exported for the auth test modules
@@ -101,3 +103,9 @@ def client_context(grid: GridWorld, cert_file: Path | None) -> ssl.SSLContext:
     if cert_file is not None:
         context.load_cert_chain(str(cert_file))
     return context
+
+
+@pytest.fixture(scope="session")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> FedWorld:
+    """The broker's PKI for the delegation tests (``tests/auth/fedworld.py``)."""
+    return build_fed_world(tmp_path_factory.mktemp("fedpki"))

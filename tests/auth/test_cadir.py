@@ -65,3 +65,27 @@ def test_openssl_store_is_built_once_per_policy(grid: GridWorld) -> None:
     first = trust.openssl_store(CrlPolicy.STRICT)
     assert trust.openssl_store(CrlPolicy.STRICT) is first
     assert trust.openssl_store(CrlPolicy.OFF) is not first
+
+
+def test_a_pem_bundle_with_crls(grid: GridWorld, tmp_path: Path) -> None:
+    pem = serialization.Encoding.PEM
+    crl = grid.pki.crl(grid.ca, [grid.carol.cert])
+    foreign = grid.pki.crl(grid.other_ca)  # its CA is not in the bundle: skipped
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(
+        b"comment line\n"
+        + grid.ca.cert.public_bytes(pem)
+        + crl.public_bytes(pem)
+        + foreign.public_bytes(pem)
+        + b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+    )
+    trust = TrustStore.load_path(bundle)
+    assert [c.subject for c in trust.cas] == [grid.ca.cert.subject]
+    assert list(trust.crls) == [grid.ca.cert.subject.public_bytes()]
+    with pytest.raises(CredentialRejected, match="Carol Revoked has been revoked"):
+        trust.check_revocation([grid.carol.cert, grid.ca.cert], CrlPolicy.IF_PRESENT)
+    assert TrustStore.load_path(grid.ca_dir).cas == TrustStore.load(grid.ca_dir).cas
+    empty = tmp_path / "empty.pem"
+    empty.write_text("nothing here\n")
+    with pytest.raises(ValueError, match="holds no PEM certificate"):
+        TrustStore.load_file(empty)

@@ -59,7 +59,7 @@ def test_example_parses() -> None:
         "PS256",
     ]
     assert config.tokens[0].account == "ops"
-    assert config.registration.methods == ["x509", "oidc"]
+    assert config.registration.methods == ["x509", "oidc", "federated"]
 
 
 def test_defaults_are_safe() -> None:

@@ -6,7 +6,10 @@
   ``stratus serve site`` (the site agents send heartbeats to the broker)
   as real processes, so a test can kill one (``SIGKILL``), freeze it
   (``SIGSTOP``) or restart it on the same state.  Users talk to the broker
-  over HTTPS with static tokens.
+  over HTTPS with static tokens; the broker acts at the sites as those users
+  (delegation signed with its certificate, which the sites trust through
+  ``[federation] ca`` and the host of ``broker_url``), and as itself with its
+  ``broker`` token for its background work.
 
 Every process is stopped by :meth:`Federation.close`; sites on fake hosts
 run nothing, sites on ``qemu:///system`` have their VMs killed first.
@@ -35,7 +38,10 @@ USERS = {
     "alice": "alice-broker-token-0001",  # may burst (bursting.allowed_users)
     "bob": "bob-broker-token-000002",  # may not burst
     "root": "root-broker-token-00003",  # broker admin
+    "dave": "dave-broker-token-000004",  # in group atlas
+    "erin": "erin-broker-token-000005",  # in group atlas
 }
+GROUPS = {"dave": ["atlas"], "erin": ["atlas"]}  # groups of the users' broker tokens
 BROKER_SITE_TOKEN = "broker-at-site-token-0001"  # the broker's account at every site
 SITE_ADMIN_TOKEN = "site-local-admin-token-01"  # a local admin at every site (tests only)
 STRATUS = str(Path(sys.executable).parent / "stratus")
@@ -171,7 +177,8 @@ class Federation:
         db = f'database_url = "{database_url}"\n' if database_url else ""
         users = "".join(
             f'[[auth.tokens]]\ntoken_hash = "{hash_token(token)}"\naccount = "{user}"\n'
-            f"admin = {'true' if user == 'root' else 'false'}\n\n"
+            f"admin = {'true' if user == 'root' else 'false'}\n"
+            f"groups = {_toml(GROUPS.get(user, []))}\n\n"
             for user, token in USERS.items()
         )
         sites = "".join(

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from core.resources.vms import VmCreate
 from federation.attempts import place_with_failover
 from federation.errors import (
     AllAttemptsFailed,
@@ -161,7 +162,9 @@ async def test_failover_over_providers_creates_exactly_one_vm() -> None:
     async def try_site(candidate: object) -> ProviderVM:
         site = candidate.site  # type: ignore[attr-defined]
         return await providers[site].create_vm(
-            VMCreateRequest("vm-1", "key-1", "debian-12", "web", vcpus=1, memory_mib=512)
+            VMCreateRequest(
+                "vm-1", "key-1", VmCreate(image="debian-12", name="web", vcpus=1, memory_mib=512)
+            )
         )
 
     log = Log()
@@ -169,7 +172,7 @@ async def test_failover_over_providers_creates_exactly_one_vm() -> None:
     assert vm.site == "good"
     assert [len(await p.list_vms()) for p in providers.values()] == [0, 0, 1]
     assert [m for m in log.messages if not m.startswith("trying")] == [
-        "site full refused: no capacity left",
+        "site full refused: no host has room for the VM (no_capacity)",
         "site broken failed: connection refused after 4 attempts",
         "placed on site good",
     ]

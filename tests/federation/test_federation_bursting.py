@@ -73,6 +73,13 @@ def test_size_chosen_by_cpu_and_ram_without_instance_type() -> None:
         ({"confidential": True}, {}, "confidential requests never leave the federation"),
         ({"sites": ("lal", "grif")}, {}, "pinned to sites [lal, grif]; never burst"),
         ({"allow_burst": False}, {}, "the user opted out of bursting"),
+        (
+            {"network": "lan", "host_tags": {"ssd"}, "static_images": {"data"}},
+            {},
+            "needs site resources a public cloud does not have "
+            "(pool lan; host tags ssd; static disks data)",
+        ),
+        ({"address": "198.51.100.4"}, {}, "(address 198.51.100.4)"),
         ({"user": "bob", "vo": "atlas"}, {}, "neither user bob nor their VOs (atlas) may burst"),
         ({"user": None}, {}, "neither user (anonymous) nor their VOs (none) may burst"),
         ({}, {"clouds": ()}, "no public cloud is configured"),
@@ -101,6 +108,12 @@ def test_denials_give_their_reason(
     assert d.action is BurstAction.REJECT
     assert reason in d.reason
     assert d.cloud is None
+
+
+def test_a_pool_type_alone_may_burst() -> None:
+    """A cloud gives addresses of its own: asking for a public address does not pin to sites."""
+    d = policy().decide(req(network_type="public"), placement_found=False)
+    assert d.action is BurstAction.BURST
 
 
 def test_never_bursts_when_a_site_can_place() -> None:

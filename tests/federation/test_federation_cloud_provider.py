@@ -6,9 +6,7 @@ cloud to answer 500 or to throttle (``RequestLimitExceeded``).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -18,6 +16,7 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import NodeImage
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeDriver
 
+from core.vm_state import VmState
 from federation.attempts import place_with_failover
 from federation.bursting import BurstAction, BurstPolicy
 from federation.errors import SiteFailed, SiteRefused
@@ -30,14 +29,14 @@ from federation.model import (
     SiteCapacity,
 )
 from federation.placement import Placer
-from federation.providers.base import ProviderVM, VMCreateRequest, VMState
+from federation.providers.base import ProviderVM
 from federation.providers.cloud import (
     TAG_KEY,
     LibcloudProvider,
-    NamespaceTolerantEC2NodeDriver,
     make_driver,
 )
 from federation.providers.retry import RetryPolicy
+from tests.federation.cloud_helpers import moto_instances, vm_request
 
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05)
 Serve = Callable[[web.Application], Awaitable[str]]
@@ -48,29 +47,6 @@ THROTTLED = (
     "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
     "</Error></Errors><RequestID>r-1</RequestID></Response>"
 )
-
-
-def vm_request(key: str | None = None, **kw: str) -> VMCreateRequest:
-    vm_id = "vm-" + uuid.uuid4().hex[:8]
-    args: dict[str, Any] = {
-        "vm_id": vm_id,
-        "idempotency_key": key or uuid.uuid4().hex,
-        "image": "debian-12",
-        "name": f"burst-{vm_id}",
-        "instance_type": "m1.small",
-    }
-    args.update(kw)
-    return VMCreateRequest(**args)
-
-
-def moto_instances(endpoint: str) -> list[tuple[str, str, dict[str, str]]]:
-    """``(id, EC2 state, tags)`` of every instance moto holds, via the fixed driver."""
-    config_host, port = endpoint.removeprefix("http://").split(":")
-    driver = NamespaceTolerantEC2NodeDriver(
-        "AKIDTESTING", "testing", host=config_host, port=int(port), secure=False,
-        signature_version="4",
-    )  # fmt: skip
-    return [(str(n.id), n.extra["status"], n.extra["tags"]) for n in driver.list_nodes()]
 
 
 def flaky_proxy(
@@ -167,7 +143,7 @@ async def test_nodes_are_tagged_and_listing_shows_the_cloud_as_site(
     assert node[2]["stratus-vm-id"] == req.vm_id
     listed = await cloud.list_vms()
     assert [(v.site, v.provider_id, v.state) for v in listed] == [
-        ("aws-test", vm.provider_id, VMState.RUNNING)
+        ("aws-test", vm.provider_id, VmState.RUNNING)
     ]
 
 
@@ -185,15 +161,13 @@ async def test_size_chosen_by_cpu_and_ram_and_unmapped_size_refused(
     moto: str, cloud_config_for: ConfigFor
 ) -> None:
     cloud = LibcloudProvider(cloud_config_for(moto), retry=FAST)
-    args = {"vm_id": "v", "idempotency_key": "k-size", "image": "debian-12", "name": "n"}
-    vm = await cloud.create_vm(VMCreateRequest(**args, vcpus=2, memory_mib=2048))  # type: ignore[arg-type]
+    vm = await cloud.create_vm(vm_request(instance_type=None, vcpus=2, memory_mib=2048))
     assert vm.instance_type == "m1.large"
     with pytest.raises(SiteRefused, match="no size"):
-        await cloud.create_vm(
-            VMCreateRequest(**{**args, "idempotency_key": "k2"}, vcpus=64, memory_mib=1024)  # type: ignore[arg-type]
-        )
-    with pytest.raises(SiteRefused, match="no size"):
-        await cloud.create_vm(vm_request(instance_type="x9.huge"))
+        await cloud.create_vm(vm_request(instance_type=None, vcpus=64, memory_mib=1024))
+    with pytest.raises(SiteRefused, match=r"no size on aws-test for m1\.xlarge"):
+        await cloud.create_vm(vm_request(instance_type="m1.xlarge"))
+    assert len(moto_instances(moto)) == 1
 
 
 # -- retries, throttling, idempotency under failure -------------------------------------
@@ -232,7 +206,7 @@ async def test_throttled_calls_are_retried_then_succeed(
     app, actions = flaky_proxy(moto, fail)
     cloud = LibcloudProvider(cloud_config_for(await serve(app)), retry=FAST)
     vm = await cloud.create_vm(vm_request())
-    assert vm.state in (VMState.PENDING, VMState.RUNNING)
+    assert vm.state in (VmState.PENDING, VmState.RUNNING)
     lookup, run = "DescribeInstances", "RunInstances"
     assert actions == [lookup, lookup, run, lookup, run]  # each throttled once, then retried
     assert len(moto_instances(moto)) == 1

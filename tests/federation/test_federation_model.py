@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 from tenacity import RetryCallState
 
+import federation.errors
+import federation.providers.base
+from core.resources.vms import VmCreate
 from federation.errors import (
+    OperationNotSupported,
+    ProviderNotFound,
     QueueError,
     SiteFailed,
     SiteRefused,
-    VMNotFound,
     to_stratus_error,
 )
 from federation.model import (
@@ -20,7 +24,7 @@ from federation.model import (
     PublicCloudConfig,
     SiteCapacity,
 )
-from federation.providers.base import VMCreateRequest, VMState, parse_state
+from federation.providers.base import VMCreateRequest
 from federation.providers.retry import RetryPolicy
 
 
@@ -70,7 +74,9 @@ def test_host_capacity_validation() -> None:
         ({"image": ""}, "image"),
         ({"sites": ()}, "at least one site"),
         ({"expected_hours": 0}, "expected_hours"),
-        ({"network": "wan"}, "'wan' is not a valid NetworkType"),
+        ({"network_type": "wan"}, "'wan' is not a valid NetworkType"),
+        ({"network": "Public!"}, "not a pool name"),
+        ({"address": "nowhere"}, "IPv4"),
     ],
 )
 def test_placement_request_validation(kwargs: dict[str, object], message: str) -> None:
@@ -85,44 +91,39 @@ def test_placement_request_normalises() -> None:
         vcpus=1,
         memory_mib=512,
         image="i",
-        network="public",  # type: ignore[arg-type]
+        network_type="public",  # type: ignore[arg-type]
+        address="198.51.100.7",
+        host_tags={"ssd"},  # type: ignore[arg-type]
         vo="atlas",
         groups={"/atlas/higgs"},  # type: ignore[arg-type]
         sites=["a", "b", "a"],  # type: ignore[arg-type]
         preferred_sites=["b", "b"],  # type: ignore[arg-type]
     )
-    assert r.network is NetworkType.PUBLIC
+    assert r.network_type is NetworkType.PUBLIC and r.network is None
+    assert r.needs_address and r.address == "198.51.100.7"
+    assert r.host_tags == frozenset({"ssd"}) and r.static_images == frozenset()
     assert r.sites == ("a", "b")
     assert r.preferred_sites == ("b",)
     assert r.vos == frozenset({"atlas", "/atlas/higgs"})
     assert r.pinned
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"instance_type": "m1.small", "vcpus": 1}, "not both"),
-        ({"instance_type": None, "vcpus": 1}, "vcpus and memory_mib"),
-        ({"idempotency_key": ""}, "required"),
-    ],
-)
-def test_vm_create_request_validation(kwargs: dict[str, object], message: str) -> None:
-    args: dict[str, object] = {
-        "vm_id": "v",
-        "idempotency_key": "k",
-        "image": "i",
-        "name": "n",
-        "instance_type": "m1.small",
-    }
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=message):
-        VMCreateRequest(**args)  # type: ignore[arg-type]
+def test_vm_create_request_takes_the_site_create_body() -> None:
+    request = VMCreateRequest("b-1", "key-1", VmCreate(image="debian-12", network="lan"))
+    assert (request.image, request.name, request.spec.network) == ("debian-12", "b-1", "lan")
+    named = VMCreateRequest("b-2", "key-2", VmCreate(image="debian-12", name="web"))
+    assert named.name == "web"
+    with pytest.raises(ValueError, match="required"):
+        VMCreateRequest("b-1", "", VmCreate(image="debian-12"))
+    with pytest.raises(ValueError, match="count must be 1"):
+        VMCreateRequest("b-1", "k", VmCreate(image="debian-12", count=2))
 
 
-def test_state_parsing_is_closed() -> None:
-    assert parse_state("RUNNING") is VMState.RUNNING
-    assert parse_state("exploded") is VMState.UNKNOWN
-    assert not VMState.DONE.is_active and VMState.STOPPED.is_active
+def test_the_old_names_are_gone() -> None:
+    """One state vocabulary (core.vm_state) and one not-found error (ProviderNotFound)."""
+    for gone in ("VMState", "parse_state"):
+        assert not hasattr(federation.providers.base, gone)
+    assert not hasattr(federation.errors, "VMNotFound")
 
 
 def test_cloud_size_for() -> None:
@@ -146,8 +147,15 @@ def test_cloud_size_for() -> None:
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [
-        (VMNotFound("s", "no VM x"), 404, "not_found"),
+        (ProviderNotFound("s", "no VM x"), 404, "not_found"),
         (SiteRefused("s", "full"), 409, "site_refused"),
+        (
+            SiteRefused("s", "no", status=422, code="not_supported_by_cloud"),
+            422,
+            "not_supported_by_cloud",
+        ),
+        (SiteRefused("s", "odd", status=502, code="x"), 409, "x"),
+        (OperationNotSupported("s", "volumes"), 409, "not_supported"),
         (SiteFailed("s", "down"), 503, "site_failed"),
         (QueueError("no such entry"), 404, "not_found"),
     ],

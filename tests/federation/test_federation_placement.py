@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import random
+from ipaddress import IPv4Network
 from typing import Any
 
 import pytest
 
+from federation import placement
 from federation.errors import PlacementError, to_stratus_error
 from federation.model import (
     HostCapacity,
     NetworkType,
     PlacementRequest,
+    PoolCapacity,
     RejectCode,
     SiteCapacity,
 )
 from federation.placement import Placer, RankWeights
+from federation.placement_filters import check
+from federation.placement_index import score
 
 NOW = 1_700_000_000.0
 
@@ -63,7 +68,7 @@ def test_every_filter_has_its_reason() -> None:
         site("small", hosts=[HostCapacity(1, 1024)]),
         heartbeat_timeout=120,
     )
-    r = req(network=NetworkType.PUBLIC, vo="atlas", location={"country": "FR"})
+    r = req(network_type=NetworkType.PUBLIC, vo="atlas", location={"country": "FR"})
     decision = p.place(r)
     assert [c.site for c in decision.candidates] == ["ok"]
     reasons = p.explain(r)
@@ -271,9 +276,43 @@ def brute_force(p: Placer, r: PlacementRequest) -> list[str]:
         if r.sites is not None and name not in r.sites:
             continue
         entry = p._sites[name]
-        if p._check(entry, r, NOW) is None:
-            scored.append((-p._score(entry, r), name))
+        if check(entry, r, NOW, p.heartbeat_timeout) is None:
+            scored.append((-score(p.weights, entry, r), name))
     return [name for _, name in sorted(scored)[: p.max_candidates]]
+
+
+TAGS = [frozenset(), frozenset(), frozenset({"ssd"}), frozenset({"gpu"}), frozenset({"ssd", "gpu"})]
+POOL_NAMES = {"pub": NetworkType.PUBLIC, "lan": NetworkType.LOCAL, "priv": NetworkType.PRIVATE}
+
+
+def random_pools(rng: random.Random, index: int) -> dict[str, PoolCapacity]:
+    """Some of three pools (10.<n>.<index>.0/24), with 0-3 free addresses each."""
+    names = rng.sample(sorted(POOL_NAMES), rng.randint(0, 3))
+    return {
+        name: PoolCapacity(
+            POOL_NAMES[name],
+            IPv4Network(f"10.{sorted(POOL_NAMES).index(name)}.{index % 256}.0/24"),
+            rng.randint(0, 3),
+            default=rng.random() < 0.3,
+        )
+        for name in names
+    }
+
+
+def random_address_needs(rng: random.Random) -> dict[str, Any]:
+    roll = rng.random()
+    if roll < 0.5:
+        return {}
+    if roll < 0.7:
+        return {"network_type": rng.choice(list(NetworkType))}
+    if roll < 0.85:
+        return {"network": rng.choice(sorted(POOL_NAMES))}
+    address = f"10.{rng.randrange(3)}.{rng.randrange(300) % 256}.9"
+    if roll < 0.9:
+        return {"address": address}
+    if roll < 0.95:
+        return {"network": rng.choice(sorted(POOL_NAMES)), "address": address}
+    return {"network_type": rng.choice(list(NetworkType)), "address": address}
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -287,9 +326,9 @@ def test_index_walk_matches_brute_force(seed: int) -> None:
         site(
             f"s{i:03d}",
             hosts=[
-                HostCapacity(rng.choice([4, 16]), 16384)
+                HostCapacity(rng.choice([4, 16]), 16384, rng.choice(TAGS))
                 if ties
-                else HostCapacity(rng.randint(0, 16), rng.randint(0, 64) * 512)
+                else HostCapacity(rng.randint(0, 16), rng.randint(0, 64) * 512, rng.choice(TAGS))
                 for _ in range(5)
             ],
             cached_images=set(rng.sample(images, rng.randint(0, 3))),
@@ -298,6 +337,8 @@ def test_index_walk_matches_brute_force(seed: int) -> None:
             price_per_hour=rng.choice([0.0, 0.1] if ties else [0.0, 0.01, 0.05, 0.1, 0.3]),
             allowed_vos={"cms"} if rng.random() < 0.2 else None,
             available=rng.random() > 0.05,
+            pools=random_pools(rng, i),
+            free_addresses={},
         )
         for i in range(300)
     ]
@@ -314,17 +355,20 @@ def test_index_walk_matches_brute_force(seed: int) -> None:
             sites=tuple(f"s{rng.randrange(300):03d}" for _ in range(3))
             if rng.random() < 0.1
             else None,
+            **random_address_needs(rng),
+            host_tags=rng.choice(TAGS) if rng.random() < 0.2 else frozenset(),
+            static_images=set(rng.sample(images, rng.randint(0, 2))) if rng.random() < 0.2 else (),
         )
         decision = p.decide(r)
         assert [c.site for c in decision.candidates] == brute_force(p, r)
-        assert all(p._check(p._sites[s], r, NOW) is not None for s in decision.rejected)
+        assert all(check(p._sites[s], r, NOW, None) is not None for s in decision.rejected)
         if not decision.found:
             assert decision.complete
             assert set(decision.rejected) == set(p.explain(r))
 
 
 @pytest.mark.parametrize("identical", [False, True], ids=["varied", "identical"])
-def test_many_sites_examine_few(identical: bool) -> None:
+def test_many_sites_examine_few(identical: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The walk stops early, also when thousands of sites tie (a fresh, uniform federation)."""
     rng = random.Random(1)
 
@@ -335,14 +379,14 @@ def test_many_sites_examine_few(identical: bool) -> None:
 
     p = placer(*(site(f"s{i:04d}", hosts=hosts()) for i in range(2000)))
     examined = 0
-    original = p._passes
+    original = placement.passes
 
     def counting(*args: Any) -> bool:
         nonlocal examined
         examined += 1
         return original(*args)
 
-    p._passes = counting  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(placement, "passes", counting)
     decision = p.decide(req(data_location={"country": "FR"}))
     assert len(decision.candidates) == 5
     assert not decision.complete

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
 
 from site_agent.guest.builder import GuestImage, build_guest
 from site_agent.guest.site_image import DEFAULT_GUEST_DIR
@@ -43,3 +47,34 @@ def stratus_domains() -> set[str]:
         }
     finally:
         conn.close()
+
+
+async def wait_for_console(
+    client: TestClient,
+    vm_id: str,
+    line: str,
+    *,
+    headers: Mapping[str, str],
+    times: int = 1,
+    timeout: float = 60.0,
+) -> str:
+    """The VM's console once ``line`` is on it ``times`` times; the test fails at ``timeout``.
+
+    The guest writes its console asynchronously (the readiness line, then
+    user-data output in the background; the serial log goes through virtlogd),
+    so a test waits for exactly the line it asserts instead of reading the
+    console once right after some other signal.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        resp = await client.get(f"/api/v1/vms/{vm_id}/console", headers=dict(headers))
+        assert resp.status == 200, await resp.text()
+        output: str = (await resp.json())["output"]
+        if output.count(line) >= times:
+            return output
+        if loop.time() > deadline:
+            pytest.fail(
+                f"{line!r} not {times}x on the console of {vm_id} after {timeout}s:\n{output}"
+            )
+        await asyncio.sleep(0.1)

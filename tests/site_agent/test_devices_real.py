@@ -32,7 +32,13 @@ from site_agent.app import build_site_app
 from site_agent.config import SiteConfig
 from site_agent.guest.site_image import guest_image_toml
 from tests.helpers import require_libvirt, require_tool
-from tests.site_agent.real_site import LIBVIRT_URI, guest, qemu_reachable_dir, stratus_domains
+from tests.site_agent.real_site import (
+    LIBVIRT_URI,
+    guest,
+    qemu_reachable_dir,
+    stratus_domains,
+    wait_for_console,
+)
 
 pytestmark = pytest.mark.libvirt
 TOKEN = "real-devices-token"
@@ -75,10 +81,9 @@ class Site:
     ) -> float:
         """Seconds until ``line`` has appeared ``times`` times on the VM's console."""
         start = time.monotonic()
-        while (await self.console(vm_id)).count(line) < times:
-            if time.monotonic() - start > timeout:
-                pytest.fail(f"{line!r} not on the console of {vm_id} after {timeout}s")
-            await asyncio.sleep(0.05)
+        await wait_for_console(
+            self.client, vm_id, line, headers=HEADERS, times=times, timeout=timeout
+        )
         return time.monotonic() - start
 
 

@@ -64,7 +64,7 @@ async def test_vm_caught_mid_create_is_failed_and_cleaned(make_site: Any) -> Non
     manager = first.client.app[VM_MANAGER]
     vm = await first.create(name="interrupted")
     await first.wait(vm["id"])
-    await manager._db(manager.repo.update, vm["id"], state="prolog")
+    await manager.runtime.db(manager.runtime.repo.update, vm["id"], state="prolog")
     await driver.undefine(vm["id"])
     await first.client.close()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from site_agent.compute.errors import DomainCreateFailed
 from tests.site_agent.conftest import auth
 
@@ -225,6 +227,43 @@ async def test_idempotency_key_makes_one_vm(make_site: Any) -> None:
     )
     assert reused.status == 409
     assert (await reused.json())["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_two_first_creates_with_one_key_make_the_vms_once(
+    make_site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both requests pass the early key check before either stores anything (forced):
+    the second's insert meets the first's key and it answers with the first's VMs."""
+    from site_agent.api.keys import VM_MANAGER
+
+    site = await make_site()
+    admission = site.client.app[VM_MANAGER].admission
+    both_checked = asyncio.Barrier(2)
+    earlier = admission._earlier
+    checks = 0
+
+    async def checked_together(principal: Any, key: str, digest: str) -> Any:
+        nonlocal checks
+        checks += 1
+        found = await earlier(principal, key, digest)
+        if checks <= 2:  # the two early checks; the loser's second look is not held
+            assert found is None
+            await both_checked.wait()
+        return found
+
+    monkeypatch.setattr(admission, "_earlier", checked_together)
+    headers = {**auth("alice"), "Idempotency-Key": "raced"}
+    body = {"image": "tiny", "count": 2}
+    first, second = await asyncio.gather(
+        site.client.post("/api/v1/vms", json=body, headers=headers),
+        site.client.post("/api/v1/vms", json=body, headers=headers),
+    )
+    assert first.status == second.status == 202
+    ids = [sorted(v["id"] for v in (await r.json())["vms"]) for r in (first, second)]
+    assert ids[0] == ids[1] and len(ids[0]) == 2
+    assert checks == 3  # two early checks, then the loser's look at the winner's VMs
+    listed = await (await site.client.get("/api/v1/vms", headers=auth("alice"))).json()
+    assert sorted(v["id"] for v in listed["vms"]) == ids[0]
 
 
 async def test_vms_shared_with_a_group(make_site: Any) -> None:

@@ -27,6 +27,7 @@ from tests.site_agent.real_site import (
     guest,
     qemu_reachable_dir,
     stratus_domains,
+    wait_for_console,
 )
 
 pytestmark = pytest.mark.libvirt
@@ -124,8 +125,10 @@ async def test_create_ready_kill_quarantine_cleanup(real_site: RealSite) -> None
     [vm] = await create(real_site, name="real-1", context={"ROLE": "worker"}, user_data=script)
     ready = await wait(client, vm["id"])
     assert ready["state"] == "running" and ready["ready"], ready
-    output = await console(client, vm["id"])
-    assert f"STRATUS-READY {vm['id']} none" in output
+    assert f"STRATUS-READY {vm['id']} none" in await console(client, vm["id"])
+    # The guest runs user data in the background AFTER printing its readiness line:
+    # wait for the script's own output, never for a fixed delay.
+    output = await wait_for_console(client, vm["id"], "USER-DATA-RAN", headers=HEADERS)
     assert "USER-DATA-RAN role=worker" in output
     assert vm["id"] in stratus_domains()
 
@@ -154,7 +157,9 @@ async def test_stop_is_a_clean_acpi_poweroff(real_site: RealSite) -> None:
     final = await wait_state(client, vm["id"], "done")
     assert final["state"] == "done"
     assert "guest powered off cleanly" in final["state_reason"]
-    assert f"STRATUS-SHUTDOWN {vm['id']}" in await console(client, vm["id"])
+    # The serial log is written by virtlogd, which may still hold the guest's last lines
+    # when the domain is already gone: wait for the line.
+    await wait_for_console(client, vm["id"], f"STRATUS-SHUTDOWN {vm['id']}", headers=HEADERS)
     assert vm["id"] not in stratus_domains()
 
 

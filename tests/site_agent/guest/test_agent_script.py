@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from core.guest_context import CONTEXT_MAX_KEYS
 from site_agent.context.cidata import ContextSeed, render_meta_data
 from tests.helpers import require_tool
 
@@ -82,7 +83,7 @@ def test_context_values_round_trip_through_yaml_and_shell(busybox: str, agent_ro
         " ",
         "\\",
         "a: b # c",
-        *_random_values(60),
+        *_random_values(CONTEXT_MAX_KEYS - 9),  # as many keys as a create may have
     ]
     context = {f"K{i}": value for i, value in enumerate(values)}
     seed = ContextSeed(instance_id=INSTANCE_ID, hostname="h", context=context)

@@ -18,9 +18,10 @@ from sqlalchemy.engine import Engine
 
 from auth.principal import Principal
 from core.db import create_tables, make_engine
+from core.resources.images import ImageRegister, ImageState
 from site_agent.config import ImageCacheConfig
-from site_agent.images.cache import ImageCache, make_http_client
-from site_agent.images.models import ImageRegister, ImageState
+from site_agent.images.cache import ImageCache
+from site_agent.images.fetcher import make_http_client
 from site_agent.images.repository import ImageRepository
 from site_agent.layout import StateLayout
 
@@ -66,18 +67,34 @@ async def caches(
         await http.aclose()
 
 
-async def test_two_processes_download_once(caches: Any) -> None:
+async def test_two_processes_download_once(caches: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second process finds the download claimed by the first and waits for it."""
     calls = 0
+    started, gate = asyncio.Event(), asyncio.Event()
 
-    async def slow(_request: httpx.Request) -> httpx.Response:
+    async def held(_request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.3)
+        started.set()
+        await gate.wait()
         return httpx.Response(200, stream=httpx.ByteStream(DATA))
 
-    first, second = await caches(slow), await caches(slow)
+    first, second = await caches(held), await caches(held)
     await first.register(ALICE, BODY)
-    boots = await asyncio.gather(first.ensure_cached("img"), second.ensure_cached("img"))
+    first_use = asyncio.create_task(first.ensure_cached("img"))
+    await started.wait()  # the first process claimed the download and is fetching
+    waiting = asyncio.Event()
+    wait_for_other = second.fetcher._wait_for_other
+
+    async def observed(image_id: str) -> None:
+        waiting.set()
+        await wait_for_other(image_id)
+
+    monkeypatch.setattr(second.fetcher, "_wait_for_other", observed)
+    second_use = asyncio.create_task(second.ensure_cached("img"))
+    await waiting.wait()  # the second saw the claim: it waits instead of downloading
+    gate.set()
+    boots = await asyncio.gather(first_use, second_use)
     assert calls == 1
     assert boots[0] == boots[1] and boots[0].disk.read_bytes() == DATA
     view = await second.get_for(ALICE, "img")
@@ -128,8 +145,10 @@ async def test_start_resets_downloads_left_by_a_dead_process(caches: Any, engine
 
 async def test_images_being_used_are_reported_in_use(caches: Any) -> None:
     gate = asyncio.Event()
+    requested = asyncio.Event()
 
     async def gated(_request: httpx.Request) -> httpx.Response:
+        requested.set()
         await gate.wait()
         return httpx.Response(200, stream=httpx.ByteStream(DATA))
 
@@ -137,7 +156,7 @@ async def test_images_being_used_are_reported_in_use(caches: Any) -> None:
     cache.add_usage_source(lambda: ["from-a-volume"])
     await cache.register(ALICE, BODY)
     task = asyncio.create_task(cache.ensure_cached("img"))
-    await asyncio.sleep(0.1)
+    await requested.wait()  # the download is under way (no fixed delay)
     assert await cache.in_use() == {"img", "from-a-volume"}  # pinned while being fetched
     gate.set()
     await task

@@ -25,7 +25,13 @@ from core.app import SERVER_LIMITS
 from site_agent.app import build_site_app
 from site_agent.config import SiteConfig
 from tests.helpers import require_libvirt, require_tool
-from tests.site_agent.real_site import LIBVIRT_URI, guest, qemu_reachable_dir, stratus_domains
+from tests.site_agent.real_site import (
+    LIBVIRT_URI,
+    guest,
+    qemu_reachable_dir,
+    stratus_domains,
+    wait_for_console,
+)
 
 pytestmark = pytest.mark.libvirt
 ADMIN = {"Authorization": "Bearer real-images-admin"}
@@ -113,17 +119,6 @@ async def run_vm(site: Site, image: str, user_data: str) -> dict[str, Any]:
     return ready
 
 
-async def wait_console(site: Site, vm_id: str, needle: str, timeout: float = 60) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        resp = await site.client.get(f"/api/v1/vms/{vm_id}/console", headers=USER)
-        output: str = (await resp.json())["output"]
-        if needle in output or loop.time() > deadline:
-            return output
-        await asyncio.sleep(0.5)
-
-
 async def wait_state(site: Site, vm_id: str, state: str, timeout: float = 90) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -154,7 +149,7 @@ async def test_boot_from_a_file_url_image_and_from_its_saved_copy(site: Site) ->
 
     mark = f"stratus-mark-{uuid.uuid4().hex[:12]}"
     vm = await run_vm(site, "busybox", WRITE_MARK.format(mark=mark))
-    assert "MARK-WRITTEN" in await wait_console(site, vm["id"], "MARK-WRITTEN")
+    await wait_for_console(site.client, vm["id"], "MARK-WRITTEN", headers=USER)
     cached = await (await site.client.get("/api/v1/images/busybox", headers=USER)).json()
     assert cached["state"] == "ready" and cached["cached_bytes"] > register["size"]
 
@@ -169,8 +164,7 @@ async def test_boot_from_a_file_url_image_and_from_its_saved_copy(site: Site) ->
     assert saved["state"] == "ready" and saved["owner"] == "alice" and saved["direct_kernel_boot"]
 
     again = await run_vm(site, "marked", READ_MARK)
-    output = await wait_console(site, again["id"], f"ROOT-READS {mark}")
-    assert f"ROOT-READS {mark}" in output
+    await wait_for_console(site.client, again["id"], f"ROOT-READS {mark}", headers=USER)
     resp = await site.client.delete(f"/api/v1/vms/{again['id']}", headers=USER)
     assert (await resp.json())["state"] == "done"
     assert not ({vm["id"], again["id"]} & stratus_domains())

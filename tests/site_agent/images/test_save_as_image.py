@@ -53,6 +53,20 @@ async def wait_state(site: Any, vm_id: str, state: str, timeout: float = 15) -> 
         await asyncio.sleep(0.1)
 
 
+async def stop_waits_for_the_guest(site: Any, timeout: float = 10) -> None:
+    """Until the stop has pressed the power button and polls the guest's state.
+
+    From then on it only sleeps between polls (no database call in flight), so
+    the agent can be stopped "while the stop waits for the guest".
+    """
+    calls = site.drivers[HOST].calls
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while "shutdown" not in calls or "state" not in calls[calls.index("shutdown") :]:
+        assert loop.time() < deadline, f"the stop did not reach its wait: {calls}"
+        await asyncio.sleep(0.01)
+
+
 def saved_disks(site: Any) -> list[Path]:
     """Cached qcow2 disks (the config image ``tiny`` is used in place, not cached)."""
     return sorted((site.config.site.state_dir / "images").glob("*/disk.qcow2"))
@@ -149,7 +163,7 @@ async def test_a_stop_interrupted_by_an_agent_restart_still_saves(make_site: Any
     vm = await first.create()
     await first.wait(vm["id"])
     assert (await stop(first, vm["id"], {"save": {"name": "survivor"}})).status == 202
-    await asyncio.sleep(0.5)  # let the stop reach its wait for the guest (no DB call in flight)
+    await stop_waits_for_the_guest(first)
     await first.client.close()  # the agent stops while the stop waits for the guest
 
     second = await make_site(drivers=first.drivers)
@@ -166,7 +180,7 @@ async def test_a_save_whose_vm_ended_elsewhere_is_failed_by_reconcile(make_site:
     vm = await first.create()
     await first.wait(vm["id"])
     assert (await stop(first, vm["id"], {"save": {"name": "orphan"}})).status == 202
-    await asyncio.sleep(0.5)
+    await stop_waits_for_the_guest(first)
     await first.client.close()
     # While the agent is down the VM's row is finished by someone else (an operator's SQL).
     from sqlmodel import Session

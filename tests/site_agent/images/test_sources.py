@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from site_agent.config import ImageCacheConfig
-from site_agent.images.cache import make_http_client
 from site_agent.images.errors import (
     ChecksumMismatch,
     FetchFailed,
@@ -20,6 +19,7 @@ from site_agent.images.errors import (
     SizeMismatch,
     SourceRefused,
 )
+from site_agent.images.fetcher import make_http_client
 from site_agent.images.sources import (
     CHUNK,
     Expected,

@@ -1,0 +1,1 @@
+"""Images of every site, through the broker."""

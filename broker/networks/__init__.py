@@ -1,0 +1,1 @@
+"""Address pools of every site, through the broker (read-only)."""

@@ -1,0 +1,1 @@
+"""The federation's sites: registry, heartbeats, the ``/sites`` listing."""

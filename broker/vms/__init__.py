@@ -1,0 +1,1 @@
+"""VMs through the broker: one module per job (see :mod:`broker`)."""

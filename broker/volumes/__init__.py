@@ -1,0 +1,1 @@
+"""Volumes through the broker: records, store, the forwarding service."""
