@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from site_agent.compute import accel as accel_module
 from site_agent.compute.accel import (
     ENV_OVERRIDE,
     default_probe_kernel,
@@ -26,6 +27,7 @@ from site_agent.compute.driver import Accel
 from tests.helpers import missing, require_tool
 
 CROSS_CHECK_SECONDS = 10.0
+PROBE_TIMEOUT = 120.0
 
 # These exercise the KVM path of the probe, which only runs where /dev/kvm opens as KVM.
 needs_kvm_device = pytest.mark.skipif(
@@ -69,9 +71,8 @@ def test_environment_override_wins_without_probing(
 ) -> None:
     monkeypatch.setenv(ENV_OVERRIDE, value)
     cache = tmp_path / "accel.json"
-    started = time.monotonic()
+    # No QEMU to probe with: the answer can only come from the override.
     assert detect_local_accel(cache_path=cache, qemu_binary="/nonexistent/qemu") == expected
-    assert time.monotonic() - started < 0.5
     assert not cache.exists()  # overrides are never cached
 
 
@@ -92,30 +93,37 @@ def test_missing_qemu_means_tcg() -> None:
     assert detect_local_accel(qemu_binary="/nonexistent/qemu-system-x86_64") == Accel.TCG
 
 
-def test_probe_verdict_is_true_and_quick(tmp_path: Path, probe_kernel: Path) -> None:
+def test_probe_verdict_is_true_and_cached(
+    tmp_path: Path, probe_kernel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's verdict is right (cross-checked independently) and reused from its cache.
+
+    How long the probe takes is a benchmark matter, not asserted here: under CI load
+    wall-clock bounds are noise.
+    """
     qemu = require_tool("qemu-system-x86_64")
     cache = tmp_path / "accel.json"
     started = time.monotonic()
     verdict = detect_local_accel(cache_path=cache, kernel=probe_kernel)
-    elapsed = time.monotonic() - started
-    print(f"\nKVM probe: {verdict.value} in {elapsed:.2f} s")
+    print(f"\nKVM probe: {verdict.value} in {time.monotonic() - started:.2f} s")
 
     assert verdict in (Accel.KVM, Accel.TCG)
-    assert elapsed < 8.5  # never more than the timeout (plus process teardown)
     if not kvm_device_usable():
         assert verdict == Accel.TCG
     elif verdict == Accel.TCG:
         # The probe said KVM does not boot: confirm with a much longer, separate try.
         assert not _kvm_prints_banner(qemu, probe_kernel, CROSS_CHECK_SECONDS)
-        assert elapsed < 5.0  # the TCG yardstick cut the wait short
     else:
         assert _kvm_prints_banner(qemu, probe_kernel, CROSS_CHECK_SECONDS)
 
     assert json.loads(cache.read_text())["accel"] == verdict.value
-    # A second call is answered from the cache: no QEMU run, so no time spent.
-    started = time.monotonic()
+
+    # A second call is answered from the cache: it never boots QEMU again.
+    def no_probe(*_args: object) -> bool:
+        raise AssertionError("the cached verdict should have been used")
+
+    monkeypatch.setattr(accel_module, "kvm_boots", no_probe)
     assert detect_local_accel(cache_path=cache, kernel=probe_kernel) == verdict
-    assert time.monotonic() - started < 0.5
 
 
 def _fake_qemu(tmp_path: Path, kvm_banner: bool) -> Path:
@@ -140,10 +148,12 @@ def test_probe_decision_logic(
 ) -> None:
     fake = _fake_qemu(tmp_path, kvm_banner)
     started = time.monotonic()
-    assert detect_local_accel(qemu_binary=str(fake), kernel=probe_kernel) == expected
-    elapsed = time.monotonic() - started
-    # KVM wins at once; a silent KVM is given up after the 2 s minimum grace, not 8 s.
-    assert elapsed < (1.0 if kvm_banner else 4.0)
+    verdict = detect_local_accel(PROBE_TIMEOUT, qemu_binary=str(fake), kernel=probe_kernel)
+    assert verdict == expected
+    # KVM wins as soon as it prints; a silent KVM is given up once the TCG yardstick has
+    # booted (after a 2 s grace), long before the timeout. The bound is half the timeout,
+    # so machine load cannot fail it, but a probe that waited for the timeout would.
+    assert time.monotonic() - started < PROBE_TIMEOUT / 2
 
 
 @needs_kvm_device

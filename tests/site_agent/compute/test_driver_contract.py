@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
-import time
 import uuid
 from dataclasses import replace
 
@@ -56,12 +55,9 @@ async def test_host_info_reports_capacity_and_accel(backend: Backend) -> None:
 
 async def test_start_gives_a_running_domain(backend: Backend) -> None:
     spec = backend.spec()
-    t0 = time.monotonic()
     await backend.driver.start(spec)
-    started = time.monotonic() - t0
     assert await backend.driver.state(spec.vm_id) is DomainState.RUNNING
     assert (await backend.driver.list_domains())[spec.vm_id] is DomainState.RUNNING
-    assert started < 30, f"start took {started:.1f}s"
     if backend.console:
         await backend.wait_ready(spec)
         assert read_log(spec.console_log), "the serial console was not logged"

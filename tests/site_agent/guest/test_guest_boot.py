@@ -46,7 +46,6 @@ HOSTILE_CONTEXT = {
 }
 
 BootGuest = Callable[..., QemuGuest]
-BOOT_TIME_LIMIT = 20.0  # generous: about 3 s on an idle 2-core TCG host
 
 
 def _ready_pattern(instance_id: str, ip: str) -> str:
@@ -102,7 +101,6 @@ def test_boot_applies_seed_network_and_runs_user_script(
     lines = guest.lines
 
     assert sum("STRATUS-READY" in line for line in lines) == 1
-    assert boot_seconds < BOOT_TIME_LIMIT
     assert "USERDATA-MARKER-7f3a" in lines
     assert "HOSTNAME=<web-1>" in lines
     # Every hostile value survives the trip verbatim and ran nothing.
@@ -137,7 +135,6 @@ def test_boot_without_network_reports_none_and_reads_cloud_config(
     _report_boot(record_property, "without network", boot_seconds)
     assert "stratus-agent: installed 2 ssh key(s)" in guest.lines
     assert not any(line.startswith("STRATUS-USERDATA") for line in guest.lines)
-    assert boot_seconds < BOOT_TIME_LIMIT
 
 
 def test_block_hotplug_is_reported(boot_guest: BootGuest, tmp_path: Path) -> None:

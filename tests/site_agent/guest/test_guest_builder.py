@@ -6,7 +6,6 @@ import dataclasses
 import gzip
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -99,12 +98,10 @@ def test_rebuild_is_a_cached_no_op(tmp_path: Path, guest_image: GuestImage) -> N
     out = tmp_path / "guest"
     first = build_guest(out)
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
-    started = time.monotonic()
     second = build_guest(out)
-    elapsed = time.monotonic() - started
     assert second == first
+    # Nothing was rebuilt: every file is the one the first build wrote.
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
-    assert elapsed < 2.0
     # Reproducible: an independent build yields the same initramfs bytes.
     assert first.initrd.read_bytes() == guest_image.initrd.read_bytes()
 
